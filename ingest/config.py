@@ -1,0 +1,356 @@
+"""The one typed settings model: defaults, then the JSON file named by INGEST_CONFIG, then env.
+
+Every process builds a :class:`Settings` once at start with :func:`load_settings` and passes it
+down; no other module reads ``os.environ``. Keys are camelCase in JSON (the seed's format).
+Environment variables are ``INGEST_<KEY>`` for top-level keys (``INGEST_SINK_URI``) and
+``INGEST_<SECTION>__<KEY>`` for nested ones (``INGEST_S3CSV__RANGE_SIZE``), plus the
+conventional ``PORT``, ``FLOWER_PORT`` and ``SENTRY_DSN``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "ConfigError",
+    "DedupConfig",
+    "HttpConfig",
+    "RateLimitConfig",
+    "S3CsvConfig",
+    "Settings",
+    "SignatureSettings",
+    "SourceConfig",
+    "env_overrides",
+    "load_settings",
+]
+
+ENV_PREFIX = "INGEST_"
+# Conventional variables that are not under the INGEST_ prefix.
+PLAIN_ENV = {
+    "PORT": ("port",),
+    "FLOWER_PORT": ("flowerPort",),
+    "SENTRY_DSN": ("observability", "sentryDsn"),
+}
+# INGEST_* variables that name the file or belong to the test harness, not to the settings.
+NOT_SETTINGS = {"INGEST_CONFIG"}
+NOT_SETTINGS_PREFIXES = ("INGEST_TEST_", "INGEST_DEMO_", "INGEST_BENCH_")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names every offending key."""
+
+
+class Section(BaseModel):
+    """A config section: camelCase keys, unknown keys refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True
+    )
+
+
+class DedupConfig(Section):
+    enabled: bool = Field(True, description="Drop records whose identity was already stored.")
+    key_fields: list[str] = Field(
+        default_factory=list,
+        description="Columns that identify a record; empty means the row's contentHash.",
+    )
+    ttl: int = Field(
+        30 * 86400, ge=60, description="Seconds a dedup mark lives: dedup spans re-runs within it."
+    )
+
+
+class RateLimitConfig(Section):
+    max_per_second: float = Field(1000, gt=0, description="Token refill rate, events per second.")
+    burst_size: int = Field(1500, ge=1, description="Bucket capacity: the largest burst allowed.")
+
+
+class S3CsvConfig(Section):
+    bucket: str | None = Field(
+        None, description="Default bucket for imports given as a bare prefix."
+    )
+    region: str = Field("us-east-1", description="AWS region of the buckets.")
+    prefix: str = Field("", description="Default key prefix.")
+    batch_size: int = Field(
+        1000, ge=1, le=1_000_000, description="Rows per record batch inside an output file."
+    )
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Worker processes the `worker` entry starts (Celery -c); unset: CPU cores.",
+    )
+    range_size: int = Field(
+        32 * 1024 * 1024, ge=64 * 1024, description="Bytes per range task when a CSV is split."
+    )
+    fanout_chunk: int = Field(
+        256,
+        ge=1,
+        le=10_000,
+        description="Range tasks per chord; larger prefixes fan out in chunks.",
+    )
+    deduplication: DedupConfig = Field(default_factory=DedupConfig)
+    allowed_buckets: list[str] = Field(
+        default_factory=list, description="When not empty, imports may only read these buckets."
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter.")
+    quote_char: str = Field('"', min_length=1, max_length=1, description="CSV quote character.")
+    encoding: str = Field("utf-8", description="Encoding of the CSV bytes.")
+    header: bool = Field(True, description="The first line of every object is a header row.")
+    max_retries: int = Field(
+        5, ge=0, le=100, description="Celery retries of a failing range before the DLQ."
+    )
+    retry_backoff_max: int = Field(120, ge=1, description="Cap, in seconds, of the retry backoff.")
+    breaker_threshold: int = Field(
+        5, ge=1, description="Consecutive S3 failures that open the circuit breaker."
+    )
+    breaker_reset_seconds: float = Field(
+        10.0, gt=0, description="Seconds the breaker stays open before a trial request."
+    )
+
+
+class SignatureSettings(Section):
+    scheme: Literal["standard-webhooks", "hmac-sha256", "none"]
+    secrets: list[str] = Field(default_factory=list, description="Several secrets for rotation.")
+    header: str = Field("X-Hub-Signature-256", description="hmac-sha256: the signature header.")
+    prefix: str = Field("sha256=", description="hmac-sha256: prefix before the hex digest.")
+    tolerance_seconds: int = Field(300, ge=1, description="standard-webhooks timestamp tolerance.")
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets_needed(cls, value: list[str]) -> list[str]:
+        if any(not s for s in value):
+            raise ValueError("secrets must not be empty strings")
+        return value
+
+
+class SourceConfig(Section):
+    signature: SignatureSettings
+    purpose: str = Field(..., min_length=1, description="Why records of this source are kept.")
+    classification: str | None = None
+    rate_limit: RateLimitConfig | None = Field(
+        None, description="Per-source token bucket; defaults to http.rateLimit."
+    )
+    id_field: str | None = Field(None, description="Event field that serves as idempotency key.")
+    observed_at_field: str | None = Field(
+        None, description="Event field holding when the event was observed (ISO 8601)."
+    )
+    event_schema: str | None = Field(
+        None, description="Name of a JSON Schema file in the schemas dir events must satisfy."
+    )
+
+
+class IdempotencyConfig(Section):
+    enabled: bool = True
+    ttl: int = Field(86400, ge=1, description="Seconds an idempotency key is remembered.")
+    redis_url: str | None = Field(None, description="Redis for keys; defaults to redisUrl.")
+
+
+class BackpressureConfig(Section):
+    high_water_mark: int = Field(
+        5000, ge=1, description="Webhook batch tasks waiting in the broker before 503."
+    )
+    retry_after_seconds: int = Field(5, ge=1, description="Retry-After sent with a 503.")
+
+
+class HttpConfig(Section):
+    port: int = Field(
+        3001, ge=1, le=65535, description="Seed key; the web process binds $PORT (see `port`)."
+    )
+    buffer_size: int = Field(100, ge=1, le=10_000, description="Events per stored batch.")
+    batch_interval: int = Field(
+        1000, ge=1, description="Milliseconds a partial batch may wait before it is stored."
+    )
+    idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
+    rate_limit: RateLimitConfig = Field(
+        default_factory=RateLimitConfig, description="Default per-source token bucket."
+    )
+    global_rate_limit: RateLimitConfig = Field(
+        default_factory=lambda: RateLimitConfig(max_per_second=20000, burst_size=40000),
+        description="One token bucket shared by every source.",
+    )
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest body, decompressed.")
+    max_batch_events: int = Field(1000, ge=1, description="Largest batch request, in events.")
+    max_json_depth: int = Field(32, ge=2, description="Deepest JSON nesting accepted.")
+    backpressure: BackpressureConfig = Field(default_factory=BackpressureConfig)
+    admin_rate_limit: str = Field("60/minute", description="flask-limiter limit per client IP.")
+
+
+class CeleryConfig(Section):
+    visibility_timeout: int = Field(
+        300, ge=30, description="Seconds before Redis redelivers an unacknowledged task."
+    )
+    prefetch_multiplier: int = Field(1, ge=1, description="Tasks reserved per worker process.")
+    max_retries: int = Field(8, ge=0, description="Retries of webhook batch and sink writes.")
+    result_expires: int = Field(86400, ge=60, description="Seconds task results are kept.")
+
+
+class DlqConfig(Section):
+    max_entries: int = Field(1_000_000, ge=1, description="Bound: more entries are refused.")
+    warn_threshold: int = Field(1000, ge=1, description="Depth past which a warning fires.")
+
+
+class ObservabilityConfig(Section):
+    log_level: str = Field("INFO", description="Log level of every process.")
+    log_json: bool = Field(True, description="Structured JSON logs (false: console format).")
+    sentry_dsn: str | None = Field(None, description="Sentry DSN; error reporting is off unset.")
+    metrics_dir: str | None = Field(
+        None, description="prometheus-client multiprocess directory for worker metrics."
+    )
+    worker_metrics_port: int = Field(
+        9808, ge=0, le=65535, description="Port of the worker's /metrics; 0 turns it off."
+    )
+
+
+class Settings(BaseSettings):
+    """Effective configuration of every IntelGraph ingest process."""
+
+    model_config = SettingsConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True
+    )
+
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        description="Redis for broker, idempotency, rate limits, DLQ, job state.",
+    )
+    broker_url: str | None = Field(None, description="Celery broker when not that Redis.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint; unset is AWS.")
+    sink_uri: str = Field("file://./var/sink", description="Where stored records go.")
+    schemas_dir: str | None = Field(None, description="Extra directory of CSV schema files.")
+    admin_token: str | None = Field(None, description="Bearer token of every /admin endpoint.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the web process.")
+    flower_port: int = Field(5555, ge=1, le=65535, description="Port of Flower.")
+    web_workers: int | None = Field(
+        None, ge=1, le=256, description="gunicorn worker processes of `web`; unset: 2 per core."
+    )
+    s3csv: S3CsvConfig = Field(default_factory=S3CsvConfig, alias="s3csv")
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    celery: CeleryConfig = Field(default_factory=CeleryConfig)
+    dlq: DlqConfig = Field(default_factory=DlqConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def idempotency_redis_url(self) -> str:
+        return self.http.idempotency.redis_url or self.redis_url
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only explicit arguments: load_settings() merges file and environment itself, so the
+        # precedence is in one place and errors can say where a bad value came from.
+        return (init_settings,)
+
+
+def _camel(snake: str) -> str:
+    parts = snake.lower().split("_")
+    return parts[0] + "".join(p.title() for p in parts[1:])
+
+
+def _parse_env_value(raw: str) -> Any:
+    text = raw.strip()
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn ``INGEST_*`` (and PORT, FLOWER_PORT, SENTRY_DSN) variables into a nested dict."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if name in PLAIN_ENV:
+            path: tuple[str, ...] = PLAIN_ENV[name]
+        elif (
+            name.startswith(ENV_PREFIX)
+            and name not in NOT_SETTINGS
+            and not name.startswith(NOT_SETTINGS_PREFIXES)
+        ):
+            path = tuple(_camel(p) for p in name[len(ENV_PREFIX) :].split("__"))
+        else:
+            continue
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another variable")
+        node[path[-1]] = _parse_env_value(raw)
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON config file; a missing file or bad JSON is a :class:`ConfigError`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object")
+    return data
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for err in error.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{key}: {message}")
+    return "; ".join(lines)
+
+
+def build_settings(data: Mapping[str, Any], origin: str = "configuration") -> Settings:
+    """Validate a config mapping; errors name each offending key."""
+    try:
+        return Settings.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {origin}: {_describe(exc)}") from exc
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: str | Path | None = None
+) -> Settings:
+    """Build settings from defaults, then the JSON file, then environment variables."""
+    env = os.environ if environ is None else environ
+    path = config_file or env.get("INGEST_CONFIG") or None
+    data: dict[str, Any] = {}
+    origin = "configuration (environment)"
+    if path:
+        data = read_config_file(path)
+        origin = f"configuration ({path} and environment)"
+    data = _deep_merge(data, env_overrides(env))
+    return build_settings(data, origin)

@@ -1,0 +1,78 @@
+"""Per-process handles on the outside world (Redis, S3, sink), built once from the settings.
+
+Handles are created lazily so that a prefork worker's children each open their own sockets
+after the fork instead of sharing the parent's.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import Any
+
+import redis
+
+from ingest.config import Settings, load_settings
+from ingest.sinks import Sink, open_sink
+
+__all__ = ["Runtime", "get_runtime", "reset_runtime"]
+
+
+class Runtime:
+    """Everything a connector needs from the environment, for one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.settings.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=30,
+        )
+
+    @cached_property
+    def s3(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+            max_pool_connections=32,
+        )
+        return boto3.client(
+            "s3",
+            endpoint_url=self.settings.s3_endpoint_url,
+            region_name=self.settings.s3csv.region,
+            config=config,
+        )
+
+    @cached_property
+    def sink(self) -> Sink:
+        uri = self.settings.sink_uri
+        return open_sink(uri, s3_client=self.s3 if uri.startswith("s3://") else None)
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime(settings: Settings | None = None) -> Runtime:
+    """The process's runtime, built from ``settings`` or the environment on first use."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(settings or load_settings())
+        return _runtime
+
+
+def reset_runtime(settings: Settings | None = None) -> Runtime | None:
+    """Drop the process's handles (after a fork, or in tests) and optionally install new ones."""
+    global _runtime
+    with _lock:
+        _runtime = Runtime(settings) if settings is not None else None
+        return _runtime

@@ -1,0 +1,186 @@
+"""The file sink: JSON lines and Parquet files under a ``file://`` or ``s3://`` root.
+
+A batch goes to a file named by the batch's identity, so an at-least-once retry of the same
+batch finds its file and stores nothing twice. Files appear atomically: a local file is
+written under a temporary name and renamed; an S3 object only exists once its upload completes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import smart_open
+
+from ingest.sinks.base import SinkError, StoredRecord, WriteResult
+
+__all__ = ["FileSink", "iter_record_files", "read_record_file"]
+
+RECORD_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+
+
+def _safe_name(name: str) -> str:
+    parts = [p for p in name.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise ValueError(f"invalid batch name: {name!r}")
+    return "/".join(parts)
+
+
+class FileSink:
+    """Stores each batch as one file below ``uri`` (``file://DIR`` or ``s3://bucket/prefix``)."""
+
+    def __init__(self, uri: str, s3_client: Any = None) -> None:
+        self.uri = uri
+        parsed = urlparse(uri)
+        self.scheme = parsed.scheme
+        if self.scheme == "file":
+            self.root = Path((parsed.netloc + parsed.path) or ".").resolve()
+        elif self.scheme == "s3":
+            if not parsed.netloc:
+                raise ValueError(f"sink URI has no bucket: {uri}")
+            self.bucket = parsed.netloc
+            self.prefix = parsed.path.strip("/")
+            self.s3 = s3_client
+            if s3_client is None:
+                raise ValueError("an s3:// sink needs an S3 client")
+        else:
+            raise ValueError(f"unsupported sink URI {uri!r}: use file://DIR or s3://bucket/prefix")
+
+    # -- locations ---------------------------------------------------------------------------
+    def _key(self, relative: str) -> str:
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def location(self, relative: str) -> str:
+        if self.scheme == "file":
+            return str(self.root / relative)
+        return f"s3://{self.bucket}/{self._key(relative)}"
+
+    def _exists(self, relative: str) -> bool:
+        if self.scheme == "file":
+            return (self.root / relative).exists()
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=self._key(relative))
+        except self.s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise SinkError(f"cannot reach sink {self.uri}: {exc}") from exc
+        return True
+
+    def exists(self, name: str) -> bool:
+        base = _safe_name(name)
+        return any(self._exists(base + s) for s in (".jsonl", ".parquet"))
+
+    # -- writes ------------------------------------------------------------------------------
+    def _put(self, relative: str, payload: bytes) -> None:
+        try:
+            if self.scheme == "file":
+                target = self.root / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+                with open(tmp, "wb") as fh:
+                    fh.write(payload)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            else:
+                with smart_open.open(
+                    f"s3://{self.bucket}/{self._key(relative)}",
+                    "wb",
+                    transport_params={"client": self.s3},
+                ) as fh:
+                    fh.write(payload)
+        except SinkError:
+            raise
+        except Exception as exc:  # any storage error is the sink's, and retryable
+            raise SinkError(f"cannot write {self.location(relative)}: {exc}") from exc
+
+    def write_records(self, name: str, records: Sequence[dict[str, Any]]) -> WriteResult:
+        relative = _safe_name(name) + ".jsonl"
+        if self._exists(relative):
+            return WriteResult(self.location(relative), 0, len(records))
+        lines = b"".join(
+            json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            for r in records
+        )
+        self._put(relative, lines)
+        return WriteResult(self.location(relative), len(records), 0)
+
+    def write_table(self, name: str, table: pa.Table) -> WriteResult:
+        relative = _safe_name(name) + ".parquet"
+        if self._exists(relative):
+            return WriteResult(self.location(relative), 0, table.num_rows)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd", row_group_size=128 * 1024)
+        self._put(relative, buffer.getvalue())
+        return WriteResult(self.location(relative), table.num_rows, 0)
+
+    def check(self) -> None:
+        try:
+            if self.scheme == "file":
+                self.root.mkdir(parents=True, exist_ok=True)
+                if not os.access(self.root, os.W_OK):
+                    raise SinkError(f"sink directory {self.root} is not writable")
+            else:
+                self.s3.head_bucket(Bucket=self.bucket)
+        except SinkError:
+            raise
+        except Exception as exc:
+            raise SinkError(f"sink {self.uri} is not reachable: {exc}") from exc
+
+    def iter_records(self) -> Iterator[StoredRecord]:
+        for location, opener in iter_record_files(self):
+            for record in read_record_file(location, opener):
+                yield StoredRecord(location, record)
+
+
+def iter_record_files(sink: FileSink) -> Iterator[tuple[str, Any]]:
+    """Yield ``(location, open_binary)`` for every record file below the sink root."""
+    if sink.scheme == "file":
+        if not sink.root.exists():
+            return
+        for path in sorted(sink.root.rglob("*")):
+            if (
+                path.is_file()
+                and path.name.endswith(RECORD_SUFFIXES)
+                and not path.name.startswith(".")
+            ):
+                yield str(path), (lambda p=path: open(p, "rb"))
+        return
+    paginator = sink.s3.get_paginator("list_objects_v2")
+    prefix = f"{sink.prefix}/" if sink.prefix else ""
+    for page in paginator.paginate(Bucket=sink.bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            if key.endswith(RECORD_SUFFIXES):
+
+                def opener(k: str = key) -> Any:
+                    body = sink.s3.get_object(Bucket=sink.bucket, Key=k)["Body"].read()
+                    return io.BytesIO(body)
+
+                yield f"s3://{sink.bucket}/{key}", opener
+
+
+def read_record_file(location: str, opener: Any) -> Iterator[dict[str, Any]]:
+    """Yield the records of one ``.jsonl``, ``.jsonl.gz`` or ``.parquet`` file."""
+    with opener() as raw:
+        if location.endswith(".parquet"):
+            table = pq.read_table(raw)
+            yield from table.to_pylist()
+            return
+        stream = gzip.open(raw) if location.endswith(".gz") else raw
+        for line_number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SinkError(f"{location}:{line_number}: not valid JSON: {exc.msg}") from exc

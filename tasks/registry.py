@@ -1,0 +1,5 @@
+"""Imports every task module, so that a worker registers the system's tasks."""
+
+from __future__ import annotations
+
+from tasks import health  # noqa: F401

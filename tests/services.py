@@ -1,0 +1,21 @@
+"""Test access to the local stack (see ingest.devstack)."""
+
+from ingest.devstack import (
+    ManagedProcess,
+    MotoServer,
+    RedisServer,
+    free_port,
+    port_open,
+    procfile_commands,
+    wait_for,
+)
+
+__all__ = [
+    "ManagedProcess",
+    "MotoServer",
+    "RedisServer",
+    "free_port",
+    "port_open",
+    "procfile_commands",
+    "wait_for",
+]
