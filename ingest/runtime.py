@@ -6,6 +6,7 @@ after the fork instead of sharing the parent's.
 
 from __future__ import annotations
 
+import logging
 import threading
 from functools import cached_property
 from typing import Any
@@ -13,6 +14,9 @@ from typing import Any
 import redis
 
 from ingest.config import Settings, load_settings
+from ingest.dedup import DedupIndex
+from ingest.dlq import DeadLetterQueue
+from ingest.schemas import SchemaRegistry
 from ingest.sinks import Sink, open_sink
 
 __all__ = ["Runtime", "get_runtime", "reset_runtime"]
@@ -52,9 +56,30 @@ class Runtime:
         )
 
     @cached_property
+    def schemas(self) -> SchemaRegistry:
+        return SchemaRegistry.load(self.settings.schemas_dir)
+
+    @cached_property
+    def dedup(self) -> DedupIndex:
+        return DedupIndex(self.redis, ttl_seconds=self.settings.s3csv.deduplication.ttl)
+
+    @cached_property
+    def dlq(self) -> DeadLetterQueue:
+        return DeadLetterQueue(
+            self.redis,
+            max_entries=self.settings.dlq.max_entries,
+            warn_threshold=self.settings.dlq.warn_threshold,
+            on_threshold=_warn_dlq_depth,
+        )
+
+    @cached_property
     def sink(self) -> Sink:
         uri = self.settings.sink_uri
         return open_sink(uri, s3_client=self.s3 if uri.startswith("s3://") else None)
+
+
+def _warn_dlq_depth(depth: int) -> None:
+    logging.getLogger("ingest.dlq").warning("DLQ depth %d is past its warning threshold", depth)
 
 
 _lock = threading.Lock()

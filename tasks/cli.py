@@ -103,5 +103,125 @@ def provenance_verify(path_or_uri: str, as_json: bool) -> None:
         fail(f"{report.problems} provenance problems found", 1)
 
 
+def _runtime() -> Any:
+    from ingest.runtime import Runtime
+
+    return Runtime(settings_or_exit())
+
+
+def _print_state(state: dict[str, Any]) -> None:
+    ranges = state.get("ranges", {})
+    click.echo(
+        f"import {state['importId']} {state['status']}: {state['objects']} objects, "
+        f"{state['bytesProcessed']}/{state['bytesTotal']} bytes, "
+        f"ranges {ranges.get('done', 0)} done, {ranges.get('failed', 0)} failed "
+        f"of {ranges.get('total', 0)}, "
+        f"{state['rowsStored']} stored, {state['rowsRejected']} rejected, "
+        f"{state['duplicatesDropped']} duplicates"
+    )
+    for error in state.get("errors", []):
+        click.echo(f"  error: {error}")
+
+
+@main.command("import")
+@click.argument("uri")
+@click.option("--schema", "schema", required=True, help="CSV schema name.")
+@click.option("--purpose", required=True, help="Why the data is ingested (provenance).")
+@click.option("--classification", default=None, help="Classification (provenance).")
+@click.option(
+    "--mapping", default=None, help='JSON object: CSV header -> column, e.g. {"Id":"id"}.'
+)
+@click.option("--wait", is_flag=True, help="Show progress; exit 0 only if the import succeeded.")
+@click.option("--timeout", default=0, type=int, help="With --wait: give up after N seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final state as JSON.")
+def import_command(
+    uri: str,
+    schema: str,
+    purpose: str,
+    classification: str | None,
+    mapping: str | None,
+    wait: bool,
+    timeout: int,
+    as_json: bool,
+) -> None:
+    """Import every CSV under s3://bucket/prefix (the same path as POST /admin/imports)."""
+    import getpass
+    import socket
+    import time
+
+    from ingest.s3csv.imports import ImportRequestError, ImportStore
+    from tasks.imports import submit_import
+
+    try:
+        mapping_value = json.loads(mapping) if mapping else {}
+    except json.JSONDecodeError as exc:
+        fail(f"--mapping is not JSON: {exc.msg}", 2)
+    rt = _runtime()
+    payload = {
+        "uri": uri,
+        "schema": schema,
+        "purpose": purpose,
+        "classification": classification,
+        "mapping": mapping_value,
+    }
+    actor = f"cli:{getpass.getuser()}@{socket.gethostname()}"
+    try:
+        import_id = submit_import(rt.settings, rt.redis, rt.schemas, payload, actor)
+    except ImportRequestError as exc:
+        fail(str(exc), 2)
+    except Exception as exc:  # Redis or broker unreachable
+        fail(f"cannot start the import: {exc}", 1)
+    if not wait:
+        emit_json({"importId": import_id, "status": "queued"}) if as_json else click.echo(import_id)
+        return
+    store = ImportStore(rt.redis)
+    started = time.monotonic()
+    last = ""
+    while True:
+        state = store.get(import_id) or {}
+        line = json.dumps({k: state.get(k) for k in ("status", "bytesProcessed", "rowsStored")})
+        if line != last and not as_json:
+            _print_state(state)
+            last = line
+        if state.get("status") in ("succeeded", "failed"):
+            break
+        if timeout and time.monotonic() - started > timeout:
+            fail(f"import {import_id} still {state.get('status')} after {timeout}s", 1)
+        time.sleep(0.5)
+    if as_json:
+        emit_json(state)
+    if state["status"] != "succeeded":
+        fail(f"import {import_id} failed", 1)
+
+
+@main.group("imports")
+def imports_group() -> None:
+    """Inspect imports."""
+
+
+@imports_group.command("show")
+@click.argument("import_id")
+@click.option("--json", "as_json", is_flag=True)
+def imports_show(import_id: str, as_json: bool) -> None:
+    """An import's state and counters."""
+    from ingest.s3csv.imports import ImportStore
+
+    state = ImportStore(_runtime().redis).get(import_id)
+    if state is None:
+        fail(f"no import {import_id!r}", 1)
+    if as_json:
+        emit_json(state)
+    else:
+        _print_state(state)
+
+
+def _register_subcommands() -> None:
+    from tasks.cli_dlq import dlq_group
+
+    main.add_command(dlq_group)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
-from tasks import health  # noqa: F401
+from tasks import (  # noqa: F401
+    dlq,
+    health,
+    s3,
+)

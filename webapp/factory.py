@@ -6,7 +6,7 @@ from flask import Flask
 
 from ingest.config import Settings, load_settings
 from ingest.runtime import Runtime
-from webapp import errors, health
+from webapp import admin, errors, health
 
 __all__ = ["create_app"]
 
@@ -21,4 +21,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["ingest.runtime"] = Runtime(settings)
     errors.register(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(admin.bp)
     return app

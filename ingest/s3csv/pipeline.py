@@ -1,0 +1,449 @@
+"""One range of one CSV object, end to end: read, parse, validate, dedup, stamp and store.
+
+The order of effects makes a re-executed range harmless: rejected rows enter the DLQ under
+deterministic ids *before* the output is written, dedup claims are remembered per range, and
+the output file is named by the range's identity, so a second run finds it and stops.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import redis
+from pydantic import BaseModel
+
+from ingest.config import Settings
+from ingest.dedup import DedupIndex, identities_from_hex, key_field_identity
+from ingest.dlq import DeadLetterQueue, row_entry, task_entry
+from ingest.errors import PermanentError
+from ingest.provenance import ProvenanceBuilder
+from ingest.s3csv.header import split_header
+from ingest.s3csv.imports import RangeSummary
+from ingest.s3csv.ranges import CsvDialect, CsvFormatError
+from ingest.s3csv.reader import iter_decompressed, read_range
+from ingest.s3csv.records import ParsedRange, parse_records
+from ingest.s3csv.segments import split_stream
+from ingest.schemas import CsvSchema, SchemaRegistry, ValidationResult
+from ingest.sinks import Sink
+
+__all__ = ["RangeProcessor", "RangeSpec", "range_identity"]
+
+log = logging.getLogger(__name__)
+SUMMARY_TTL = 30 * 86400
+
+
+class RangeSpec(BaseModel):
+    """What a range task is given: the bytes to read and the import they belong to."""
+
+    importId: str
+    rangeId: str
+    index: int
+    bucket: str
+    key: str
+    etag: str | None
+    start: int
+    end: int
+    firstLine: int
+    headerB64: str | None = None  # the object's header record; None: the range starts at 0
+    compressed: bool = False
+    # Bytes this range accounts for in the import's progress (range 0 also owns the header).
+    countedBytes: int | None = None
+    schema_name: str
+    schemaVersion: str
+    purpose: str
+    classification: str | None = None
+    mapping: dict[str, str] = {}
+    ingestedBy: str
+    parentId: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def range_identity(
+    bucket: str,
+    key: str,
+    etag: str | None,
+    start: int,
+    end: int,
+    schema: str,
+    version: str,
+    mapping: dict[str, str],
+    purpose: str,
+    classification: str | None,
+) -> str:
+    """A range's identity: the same object version, bytes and processing give the same id."""
+    material = json.dumps(
+        [bucket, key, etag, start, end, schema, version, mapping, purpose, classification],
+        sort_keys=True,
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:40]
+
+
+@dataclass
+class _Segment:
+    data: bytes
+    names: tuple[str, ...]
+    first_line: int
+    base_offset: int
+
+
+class RangeProcessor:
+    """Processes range specs with the process's S3 client, sink, schemas, dedup index and DLQ."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        s3: Any,
+        sink: Sink,
+        schemas: SchemaRegistry,
+        dedup: DedupIndex | None,
+        dlq: DeadLetterQueue,
+        client: redis.Redis,
+    ) -> None:
+        self.settings = settings
+        self.s3 = s3
+        self.sink = sink
+        self.schemas = schemas
+        self.dedup = dedup if settings.s3csv.deduplication.enabled else None
+        self.dlq = dlq
+        self.redis = client
+        cfg = settings.s3csv
+        self.dialect = CsvDialect(cfg.delimiter, cfg.quote_char, cfg.encoding, cfg.header)
+
+    # -- the whole range -------------------------------------------------------------------
+    def process(self, spec: RangeSpec) -> RangeSummary:
+        schema = self.schemas.get(spec.schema_name)
+        counted = spec.countedBytes if spec.countedBytes is not None else spec.end - spec.start
+        total = RangeSummary(rangeId=spec.rangeId, bytes=counted)
+        previous = self._stored_summary(spec.rangeId, "all")
+        if previous is not None:
+            return previous.model_copy(update={"resumed": True})
+        for part, segment in enumerate(self._segments(spec)):
+            summary, _ = self._process_segment(spec, schema, segment, part)
+            total.rowsStored += summary.rowsStored
+            total.rowsRejected += summary.rowsRejected
+            total.duplicatesDropped += summary.duplicatesDropped
+            total.resumed = total.resumed or summary.resumed
+        self._save_summary(spec.rangeId, "all", total)
+        return total
+
+    def give_up(self, spec: RangeSpec, exc: BaseException, task: Any = None) -> RangeSummary:
+        """Dead-letter a range that cannot be processed, and report it failed."""
+        entry = task_entry(
+            task_name="ingest.s3.range",
+            task_id=getattr(getattr(task, "request", None), "id", None) or spec.rangeId,
+            args=[spec.model_dump()],
+            kwargs={},
+            exc=exc,
+            source=spec.uri,
+            retries=getattr(getattr(task, "request", None), "retries", 0),
+            import_id=spec.importId,
+            extra={"rangeId": spec.rangeId},
+        )
+        self.dlq.add(entry)
+        return RangeSummary(
+            rangeId=spec.rangeId,
+            bytes=0,
+            failed=True,
+            error=f"{spec.uri} bytes {spec.start}-{spec.end}: {type(exc).__name__}: {exc}",
+        )
+
+    def replay_row(self, entry: Any) -> str:
+        """Validate and store a dead-lettered row again; return why it is still rejected, or ''."""
+        payload = entry.payload
+        bucket, _, key = payload["objectUri"].removeprefix("s3://").partition("/")
+        schema = self.schemas.get(payload["schema"])
+        raw = base64.b64decode(payload["rawBase64"])
+        spec = RangeSpec(
+            importId=payload.get("importId") or "",
+            index=0,
+            bucket=bucket,
+            key=key,
+            etag=payload.get("etag") or None,
+            start=payload["offset"],
+            end=payload["offset"] + len(raw),
+            firstLine=payload["line"],
+            schema_name=schema.name,
+            schemaVersion=schema.version,
+            purpose=payload["purpose"],
+            classification=payload.get("classification"),
+            mapping=payload.get("mapping") or {},
+            ingestedBy="dlq-retry",
+            parentId=entry.id,
+            rangeId="dlq-" + hashlib.sha256(entry.id.encode()).hexdigest()[:36],
+        )
+        segment = _Segment(
+            raw + b"\n", tuple(payload["header"]), payload["line"], payload["offset"]
+        )
+        _, rejects = self._process_segment(spec, schema, segment, 0, dead_letter=False)
+        return "; ".join(rejects)
+
+    # -- reading ---------------------------------------------------------------------------
+    def _segments(self, spec: RangeSpec) -> Iterator[_Segment]:
+        if spec.compressed:
+            chunks = iter_decompressed(self.s3, spec.bucket, spec.key, 8 << 20)
+            yield from self._with_header(
+                split_stream(chunks, self.settings.s3csv.range_size, self.dialect), spec
+            )
+            return
+        data = read_range(self.s3, spec.bucket, spec.key, spec.start, spec.end, spec.etag)
+        yield from self._with_header(iter([(data, spec.start)]), spec)
+
+    def _with_header(
+        self, pieces: Iterator[tuple[bytes, int]], spec: RangeSpec
+    ) -> Iterator[_Segment]:
+        names: tuple[str, ...] | None = None
+        line = spec.firstLine
+        if spec.headerB64 is not None:
+            names = _header_names(base64.b64decode(spec.headerB64), self.dialect)
+        for data, offset in pieces:
+            if names is None:
+                data, offset, names, line = self._split_off_header(data, offset, line)
+                if names is None:
+                    return
+            yield _Segment(data, names, line, offset)
+            line += data.count(b"\n")
+
+    def _split_off_header(
+        self, data: bytes, offset: int, line: int
+    ) -> tuple[bytes, int, tuple[str, ...] | None, int]:
+        if not self.dialect.header:
+            return data, offset, _positional_names(data, self.dialect), line
+        if not data.strip():
+            return data, offset, None, line
+        try:
+            header = split_header(data, self.dialect)
+        except CsvFormatError as exc:
+            raise PermanentError(f"unreadable CSV header: {exc}") from exc
+        return data[header.end :], offset + header.end, header.names, header.first_line
+
+    # -- one segment -----------------------------------------------------------------------
+    def _process_segment(
+        self,
+        spec: RangeSpec,
+        schema: CsvSchema,
+        segment: _Segment,
+        part: int,
+        dead_letter: bool = True,
+    ) -> tuple[RangeSummary, list[str]]:
+        name = f"s3/{spec.bucket}/{spec.rangeId}-{part:04d}"
+        previous = self._stored_summary(spec.rangeId, str(part))
+        if previous is not None and self.sink.exists(name):
+            return previous.model_copy(update={"resumed": True}), []
+        parsed = parse_records(
+            segment.data,
+            header=list(segment.names),
+            dialect=self.dialect,
+            first_line=segment.first_line,
+            base_offset=segment.base_offset,
+        )
+        result = schema.validate(parsed.table, spec.mapping or None)
+        entries = self._dead_letter_rows(spec, schema, segment, parsed, result)
+        if dead_letter:
+            # Before the output: a re-run that finds the output must find these too.
+            for start in range(0, len(entries), 2000):
+                self.dlq.add_many(entries[start : start + 2000])
+        rejected = len(entries)
+        owner = f"{spec.rangeId}-{part:04d}"
+        positions, keep = self._dedup(spec, schema, parsed, result, owner)
+        table = self._output_table(spec, schema, parsed, result, positions[keep])
+        written = self.sink.write_table(name, table)
+        summary = RangeSummary(
+            rangeId=spec.rangeId,
+            rowsStored=table.num_rows,
+            rowsRejected=rejected,
+            duplicatesDropped=int(len(keep) - keep.sum()),
+            resumed=written.new == 0,
+        )
+        self._save_summary(spec.rangeId, str(part), summary)
+        if self.dedup is not None:
+            self.dedup.forget_owner(f"s3:{spec.schema_name}", owner)
+        return summary, [e.reason for e in entries]
+
+    def _dedup(
+        self,
+        spec: RangeSpec,
+        schema: CsvSchema,
+        parsed: ParsedRange,
+        result: ValidationResult,
+        owner: str,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        positions = result.valid_positions
+        if self.dedup is None or len(positions) == 0:
+            return positions, np.ones(len(positions), dtype=bool)
+        key_fields = schema.key_fields or self.settings.s3csv.deduplication.key_fields
+        if key_fields and all(f in result.valid.columns for f in key_fields):
+            values = result.valid[key_fields].astype(str).itertuples(index=False, name=None)
+            ids = np.array([key_field_identity(v) for v in values], dtype="S16")
+        else:
+            hashes = parsed.content_hashes.take(pa.array(positions)).to_pylist()
+            ids = identities_from_hex(hashes)
+        keep = self.dedup.claim(f"s3:{spec.schema_name}", owner, ids)
+        return positions, keep
+
+    def _output_table(
+        self,
+        spec: RangeSpec,
+        schema: CsvSchema,
+        parsed: ParsedRange,
+        result: ValidationResult,
+        positions: np.ndarray,
+    ) -> pa.Table:
+        valid = result.valid.loc[positions]
+        data = pa.Table.from_pandas(valid, preserve_index=False)
+        n = len(positions)
+        builder = ProvenanceBuilder(
+            source_id=f"{spec.bucket}/{spec.key}",
+            source_type="S3",
+            source_uri=spec.uri,
+            purpose=spec.purpose,
+            classification=spec.classification,
+            ingested_by=spec.ingestedBy,
+            batch_id=spec.rangeId,
+            parent_id=spec.parentId,
+            transformations=_transformations(spec, schema),
+        )
+        take = pa.array(positions, type=pa.int64())
+        columns: dict[str, pa.Array] = {}
+        for field, value in builder.common().items():
+            columns[field] = _repeat(value, n)
+        columns["contentHash"] = parsed.content_hashes.take(take).combine_chunks()
+        columns["observedAt"] = _observed_at(valid, schema.observed_at_column, n)
+        columns["objectEtag"] = _repeat(spec.etag, n)
+        columns["lineNumber"] = pa.array(parsed.line_numbers[positions], type=pa.int64())
+        columns["byteOffset"] = pa.array(parsed.byte_offsets[positions], type=pa.int64())
+        provenance = pa.StructArray.from_arrays(list(columns.values()), list(columns.keys()))
+        record = (
+            pa.StructArray.from_arrays(
+                [c.combine_chunks() for c in data.columns] if data.num_columns else [],
+                data.column_names,
+            )
+            if data.num_columns
+            else pa.array([{}] * n)
+        )
+        return pa.table({"data": record, "provenance": provenance})
+
+    def _dead_letter_rows(
+        self,
+        spec: RangeSpec,
+        schema: CsvSchema,
+        segment: _Segment,
+        parsed: ParsedRange,
+        result: ValidationResult,
+    ) -> list[Any]:
+        common: dict[str, Any] = {
+            "import_id": spec.importId,
+            "schema": schema.name,
+            "purpose": spec.purpose,
+            "classification": spec.classification,
+            "mapping": spec.mapping,
+            "header": list(segment.names),
+        }
+        entries = [
+            row_entry(
+                object_uri=spec.uri,
+                etag=spec.etag or "",
+                line=r.line_number,
+                offset=r.byte_offset,
+                raw=r.raw,
+                reason=r.reason,
+                **common,
+            )
+            for r in parsed.rejected
+        ]
+        if result.rejects:
+            raw_rows = _raw_rows(segment, parsed, [r.position for r in result.rejects])
+            for reject, raw in zip(result.rejects, raw_rows, strict=True):
+                entries.append(
+                    row_entry(
+                        object_uri=spec.uri,
+                        etag=spec.etag or "",
+                        line=int(parsed.line_numbers[reject.position]),
+                        offset=int(parsed.byte_offsets[reject.position]),
+                        raw=raw,
+                        reason=reject.reason,
+                        failure_cases=reject.failure_cases,
+                        **common,
+                    )
+                )
+        return entries
+
+    # -- summaries -------------------------------------------------------------------------
+    def _summary_key(self, range_id: str, part: str) -> str:
+        return f"ingest:range:{range_id}:{part}"
+
+    def _stored_summary(self, range_id: str, part: str) -> RangeSummary | None:
+        raw = self.redis.get(self._summary_key(range_id, part))
+        return RangeSummary.model_validate_json(raw) if raw else None
+
+    def _save_summary(self, range_id: str, part: str, summary: RangeSummary) -> None:
+        self.redis.set(self._summary_key(range_id, part), summary.model_dump_json(), ex=SUMMARY_TTL)
+
+
+def _header_names(raw: bytes, dialect: CsvDialect) -> tuple[str, ...]:
+    from ingest.s3csv.header import parse_header
+
+    try:
+        return parse_header(raw, dialect)
+    except CsvFormatError as exc:
+        raise PermanentError(f"unreadable CSV header: {exc}") from exc
+
+
+def _positional_names(data: bytes, dialect: CsvDialect) -> tuple[str, ...]:
+    first = data.split(b"\n", 1)[0]
+    count = first.count(dialect.delimiter.encode()) + 1
+    return tuple(f"column_{i + 1}" for i in range(count))
+
+
+def _transformations(spec: RangeSpec, schema: CsvSchema) -> tuple[str, ...]:
+    steps = [f"schema:{schema.name}@{schema.version}"]
+    if spec.mapping:
+        steps.append("mapping:" + ",".join(f"{k}->{v}" for k, v in sorted(spec.mapping.items())))
+    if spec.parentId:
+        steps.append("dlq-retry")
+    return tuple(steps)
+
+
+def _repeat(value: Any, n: int) -> pa.Array:
+    if isinstance(value, list):
+        return pa.array([value] * n, type=pa.list_(pa.string()))
+    if value is None:
+        return pa.nulls(n, type=pa.string())
+    return pa.repeat(pa.scalar(value, type=pa.string()), n)
+
+
+def _observed_at(valid: Any, column: str | None, n: int) -> pa.Array:
+    if column is None or column not in valid.columns or n == 0:
+        return pa.nulls(n, type=pa.string())
+    import pyarrow.compute as pc
+
+    values = pa.array(valid[column], from_pandas=True)
+    if pa.types.is_timestamp(values.type):
+        text = pc.strftime(values, format="%Y-%m-%dT%H:%M:%S")
+        return pc.binary_join_element_wise(text, pa.scalar("Z"), "")
+    return pc.cast(values, pa.string())
+
+
+def _raw_rows(segment: _Segment, parsed: ParsedRange, positions: list[int]) -> list[bytes]:
+    """The raw bytes of rows by table position, from the segment's buffer."""
+    starts = np.union1d(
+        parsed.byte_offsets, np.array([r.byte_offset for r in parsed.rejected], dtype=np.int64)
+    )
+    bounds = np.append(starts, segment.base_offset + len(segment.data))
+    out = []
+    for position in positions:
+        start = int(parsed.byte_offsets[position])
+        stop = int(bounds[np.searchsorted(bounds, start, side="right")])
+        raw = segment.data[start - segment.base_offset : stop - segment.base_offset]
+        out.append(raw.rstrip(b"\r\n"))
+    return out

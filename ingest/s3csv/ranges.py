@@ -1,0 +1,227 @@
+"""Split a CSV object into byte ranges that start and end on record boundaries.
+
+A record boundary is an LF outside any quoted field: an LF preceded by an even number of
+quote characters since the start of the object (RFC 4180 escapes a quote as ``""``, which
+counts twice and keeps the parity). One streaming pre-pass (:func:`index_boundaries`) finds
+these LFs with numpy and places every range start at one of them, so a quoted field holding
+a newline is never cut in two, and range tasks read exactly their bytes with no over-read
+and no guessing. The parity rule assumes an ASCII-compatible encoding (UTF-8, Latin-1,
+cp1252...) and a quote character that appears in unquoted fields only as RFC 4180 allows;
+a stray quote in an unquoted field flips the parity until the next stray quote, which
+keeps boundaries consistent but puts the lines between them into one range.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "UTF8_BOM",
+    "BoundaryIndex",
+    "ByteRange",
+    "CsvDialect",
+    "CsvFormatError",
+    "NewlineScan",
+    "index_boundaries",
+    "plan_ranges",
+    "scan_newlines",
+]
+
+UTF8_BOM = codecs.BOM_UTF8
+LF = 0x0A
+# Numpy temporaries are sized by this, not by the input: bounded memory, and big enough
+# that the per-call overhead does not show.
+SCAN_BLOCK = 8 << 20
+# A header line longer than this means the file is not a CSV (or has an unclosed quote).
+MAX_HEADER_BYTES = 1 << 20
+
+
+class CsvFormatError(ValueError):
+    """The object cannot be read as CSV at all (as opposed to one bad record)."""
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    """How the CSV is written; delimiter and quote char are single ASCII characters."""
+
+    delimiter: str = ","
+    quotechar: str = '"'
+    encoding: str = "utf-8"
+    header: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("delimiter", "quotechar"):
+            value = getattr(self, name)
+            if len(value) != 1 or not value.isascii() or value in "\r\n":
+                raise ValueError(f"{name} must be one ASCII character, not CR or LF: {value!r}")
+        if self.delimiter == self.quotechar:
+            raise ValueError("delimiter and quotechar must differ")
+        # Boundaries are found on raw bytes, so LF, quote and delimiter must each be one
+        # byte that never occurs inside another character (rules out UTF-16/32).
+        probe = f"\n{self.quotechar}{self.delimiter}"
+        try:
+            encoded = probe.encode(self.encoding).removeprefix(UTF8_BOM)  # utf-8-sig
+        except LookupError as exc:
+            raise ValueError(f"unknown encoding {self.encoding!r}") from exc
+        if encoded != probe.encode("ascii"):
+            raise ValueError(f"encoding {self.encoding!r} is not ASCII-compatible")
+
+    @property
+    def quote_byte(self) -> int:
+        return ord(self.quotechar)
+
+    @property
+    def is_utf8(self) -> bool:
+        """True when the bytes are UTF-8 already (a BOM, if any, is handled separately)."""
+        return codecs.lookup(self.encoding).name in ("utf-8", "utf-8-sig")
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """The records that start in ``[start, end)``; the first is on 1-based line ``first_line``."""
+
+    index: int
+    start: int
+    end: int
+    first_line: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class BoundaryIndex:
+    """The result of the pre-pass over one object.
+
+    ``header`` is the raw header record with its line terminator (``None`` when the
+    dialect has no header), ``ranges`` the record-aligned ranges in order, and
+    ``quoted_newlines`` whether any quoted field holds a newline.
+    """
+
+    header: bytes | None
+    ranges: list[ByteRange]
+    quoted_newlines: bool
+
+
+@dataclass(frozen=True)
+class NewlineScan:
+    """LF positions of a buffer: all of them, those that end a record, and the final parity."""
+
+    newlines: np.ndarray
+    record_ends: np.ndarray
+    parity: int
+
+
+def scan_newlines(data: bytes | memoryview, quote: int, parity: int = 0) -> NewlineScan:
+    """Find every LF in ``data`` and those outside quotes, starting at quote ``parity``."""
+    view = memoryview(data).cast("B")
+    newlines: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    for offset in range(0, len(view), SCAN_BLOCK):
+        block = np.frombuffer(view[offset:offset + SCAN_BLOCK], dtype=np.uint8)
+        quotes = np.flatnonzero(block == quote)
+        lfs = np.flatnonzero(block == LF)
+        # Quotes before each LF, plus the carry, decide whether that LF is inside a field.
+        even = ((np.searchsorted(quotes, lfs) + parity) & 1) == 0
+        newlines.append(lfs + offset)
+        ends.append(lfs[even] + offset)
+        parity = (parity + len(quotes)) & 1
+    if not newlines:
+        empty = np.empty(0, dtype=np.int64)
+        return NewlineScan(empty, empty, parity)
+    return NewlineScan(np.concatenate(newlines).astype(np.int64, copy=False),
+                       np.concatenate(ends).astype(np.int64, copy=False), parity)
+
+
+def plan_ranges(size: int, range_size: int) -> list[tuple[int, int]]:
+    """Split ``size`` bytes into nominal ``[start, end)`` ranges of ``range_size`` bytes."""
+    if range_size <= 0:
+        raise ValueError(f"range_size must be positive, got {range_size}")
+    return [(start, min(start + range_size, size)) for start in range(0, size, range_size)]
+
+
+class _BoundaryScanner:
+    """The state carried from chunk to chunk by :func:`index_boundaries`."""
+
+    def __init__(self, size: int, range_size: int, dialect: CsvDialect) -> None:
+        self.dialect = dialect
+        self.size = size
+        self.pos = 0
+        self.parity = 0
+        self.lines = 0
+        self.quoted_newlines = False
+        self.head = bytearray()  # the header while it is being read, else the first bytes
+        self.body_start: int | None = None if dialect.header else 0
+        self.body_first_line = 1
+        # Nominal starts of ranges 1..n still waiting for a boundary at or after them.
+        self.targets = np.array([s for s, _ in plan_ranges(size, range_size)][1:], dtype=np.int64)
+        self.starts: dict[int, int] = {}
+
+    def feed(self, chunk: bytes) -> None:
+        scan = scan_newlines(chunk, self.dialect.quote_byte, self.parity)
+        self.quoted_newlines |= len(scan.record_ends) != len(scan.newlines)
+        record_starts = scan.record_ends + 1 + self.pos
+        if self.body_start is None:
+            self._read_header(chunk, record_starts, scan)
+        elif len(self.head) < len(UTF8_BOM):
+            self.head += chunk[: len(UTF8_BOM) - len(self.head)]
+        if len(self.targets) and len(record_starts):
+            found = np.searchsorted(record_starts, self.targets)
+            resolved = found < len(record_starts)
+            starts = record_starts[found[resolved]]
+            # LFs before a record start, counted within this chunk, give its line number.
+            lines = self.lines + np.searchsorted(scan.newlines, starts - self.pos) + 1
+            self.starts.update(zip(starts.tolist(), lines.tolist(), strict=True))
+            self.targets = self.targets[~resolved]
+        self.pos += len(chunk)
+        self.lines += len(scan.newlines)
+        self.parity = scan.parity
+
+    def _read_header(self, chunk: bytes, record_starts: np.ndarray, scan: NewlineScan) -> None:
+        if not len(record_starts):
+            self.head += chunk
+            if len(self.head) > MAX_HEADER_BYTES:
+                raise CsvFormatError(f"no end of the header in the first {MAX_HEADER_BYTES} bytes")
+            return
+        end = int(record_starts[0])
+        self.head += chunk[: end - self.pos]
+        self.body_start = end
+        self.body_first_line = self.lines + int(np.searchsorted(scan.newlines, end - self.pos)) + 1
+
+    def finish(self) -> BoundaryIndex:
+        if self.pos != self.size:
+            raise ValueError(f"read {self.pos} bytes of an object of {self.size} bytes")
+        header = bytes(self.head) if self.dialect.header else None
+        if self.body_start is None:
+            return BoundaryIndex(header, [], self.quoted_newlines)
+        body_start = self.body_start
+        if not self.dialect.header and self.head.startswith(UTF8_BOM):
+            body_start = len(UTF8_BOM)
+        starts = {body_start: self.body_first_line}
+        starts.update((s, line) for s, line in self.starts.items() if body_start < s < self.size)
+        ordered = sorted(s for s in starts if s < self.size)
+        ends = [*ordered[1:], self.size]
+        ranges = [ByteRange(i, start, end, starts[start])
+                  for i, (start, end) in enumerate(zip(ordered, ends[: len(ordered)], strict=True))]
+        return BoundaryIndex(header, ranges, self.quoted_newlines)
+
+
+def index_boundaries(chunks: Iterable[bytes], size: int, range_size: int,
+                     dialect: CsvDialect) -> BoundaryIndex:
+    """Stream an object's bytes once and return its header and record-aligned ranges.
+
+    ``chunks`` are the object's bytes in order, in pieces of any size; ``size`` is the
+    object's size, checked against the bytes read. Range 0 starts right after the header
+    (or a UTF-8 BOM when there is no header); range *i* starts at the first record
+    boundary at or after ``i * range_size``; empty ranges are dropped and the last range
+    ends at ``size``.
+    """
+    scanner = _BoundaryScanner(size, range_size, dialect)
+    for chunk in chunks:
+        scanner.feed(chunk)
+    return scanner.finish()

@@ -1,0 +1,62 @@
+"""The base class of every task: one retry policy, dead-lettering on give-up, and the runtime."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from celery import Task
+
+from ingest.errors import is_retryable
+from ingest.runtime import Runtime, get_runtime
+
+__all__ = ["IngestTask", "backoff_seconds", "runtime"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def runtime() -> Runtime:
+    """This worker process's runtime (settings, Redis, S3, sink, DLQ), built on first use."""
+    return get_runtime()
+
+
+def backoff_seconds(retries: int, cap: float, base: float = 1.0) -> float:
+    """Exponential backoff with full jitter: a random delay up to ``base * 2**retries``."""
+    return random.uniform(0, min(cap, base * (2**retries)))
+
+
+class IngestTask(Task):
+    """Runs a unit of work with retries and backoff; gives it to a give-up handler at the end."""
+
+    abstract = True
+
+    def max_attempt_retries(self) -> int:
+        settings = runtime().settings
+        if self.name.startswith("ingest.s3."):
+            return settings.s3csv.max_retries
+        return settings.celery.max_retries
+
+    def run_with_retries(
+        self, work: Callable[[], T], on_give_up: Callable[[BaseException], T]
+    ) -> T:
+        """Run ``work``; retry retryable errors with backoff, hand the rest to ``on_give_up``."""
+        try:
+            return work()
+        except Exception as exc:
+            retries = self.request.retries
+            if is_retryable(exc) and retries < self.max_attempt_retries():
+                cap = runtime().settings.s3csv.retry_backoff_max
+                countdown = getattr(exc, "retry_after", None) or backoff_seconds(retries, cap)
+                log.warning(
+                    "task %s failed (%s); retry %d in %.1fs", self.name, exc, retries + 1, countdown
+                )
+                raise self.retry(exc=exc, countdown=countdown) from exc
+            log.error("task %s gave up after %d retries: %r", self.name, retries, exc)
+            return on_give_up(exc)
+
+    def describe(self) -> dict[str, Any]:
+        """What the DLQ keeps about this task run."""
+        return {"taskName": self.name, "taskId": self.request.id, "retries": self.request.retries}

@@ -1,0 +1,131 @@
+"""Celery tasks of the S3/CSV import: scan a prefix, fan ranges out in chords, close the import.
+
+The plan (one small JSON descriptor per range) lives in Redis, not in task messages, so a
+prefix with thousands of objects becomes a series of chords of ``s3csv.fanoutChunk`` range
+tasks each: no giant chord, no giant message. Each chunk's callback starts the next chunk,
+and the last one closes the import.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from celery import chord, shared_task
+from celery.app.task import Task
+
+from ingest.s3csv.imports import ImportStore, RangeSummary
+from ingest.s3csv.pipeline import RangeProcessor, RangeSpec
+from ingest.s3csv.planning import plan_import
+from tasks.app import QUEUE_CONTROL, QUEUE_RANGES
+from tasks.base import IngestTask, runtime
+
+__all__ = ["close_chunk", "process_range", "scan_import"]
+
+log = logging.getLogger(__name__)
+PLAN_TTL = 7 * 86400
+
+
+def _store() -> ImportStore:
+    return ImportStore(runtime().redis)
+
+
+def _plan_key(import_id: str) -> str:
+    return f"ingest:import:{import_id}:plan"
+
+
+@shared_task(
+    bind=True,
+    base=IngestTask,
+    name="ingest.s3.scan",
+    acks_late=True,
+    max_retries=5,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    retry_jitter=True,
+)
+def scan_import(self: Task, import_id: str) -> dict[str, Any]:
+    """List the prefix page by page, plan record-aligned ranges, and start the first chunk."""
+    rt = runtime()
+    store = _store()
+    found = store.request_of(import_id)
+    if found is None:
+        raise ValueError(f"unknown import {import_id}")
+    request, ingested_by = found
+    plan = plan_import(rt.settings, rt.s3, rt.schemas, request, import_id, ingested_by)
+    key = _plan_key(import_id)
+    with rt.redis.pipeline() as pipe:
+        pipe.delete(key)
+        for start in range(0, len(plan.ranges), 1000):
+            pipe.rpush(key, *[spec.model_dump_json() for spec in plan.ranges[start : start + 1000]])
+        pipe.expire(key, PLAN_TTL)
+        pipe.execute()
+    store.mark_running(import_id, plan.objects, plan.bytes_total, len(plan.ranges))
+    for error in plan.errors:
+        store.add_error(import_id, error)
+    if not plan.ranges:
+        store.finish(import_id, "failed" if plan.errors else "succeeded")
+        return {"importId": import_id, "ranges": 0}
+    dispatch_chunk(import_id, 0)
+    return {"importId": import_id, "ranges": len(plan.ranges), "objects": plan.objects}
+
+
+def dispatch_chunk(import_id: str, chunk: int) -> bool:
+    """Start chunk ``chunk`` of an import's ranges as a chord; False when none are left."""
+    rt = runtime()
+    size = rt.settings.s3csv.fanout_chunk
+    raw = rt.redis.lrange(_plan_key(import_id), chunk * size, (chunk + 1) * size - 1)
+    if not raw:
+        return False
+    # A callback delivered twice must not start the same chunk twice.
+    marker = f"{_plan_key(import_id)}:dispatched:{chunk}"
+    if not rt.redis.set(marker, 1, nx=True, ex=PLAN_TTL):
+        return True
+    header = [process_range.s(json.loads(item)).set(queue=QUEUE_RANGES) for item in raw]
+    callback = close_chunk.s(import_id, chunk).set(queue=QUEUE_CONTROL)
+    chord(header)(callback)
+    return True
+
+
+@shared_task(bind=True, base=IngestTask, name="ingest.s3.range", acks_late=True)
+def process_range(self: Task, spec: dict[str, Any]) -> dict[str, Any]:
+    """Parse, validate, dedup, stamp and store one range; return its counts (never rows).
+
+    Retryable failures retry with backoff; once retries are exhausted the range is
+    dead-lettered and reported as failed, so the chord always completes.
+    """
+    rt = runtime()
+    range_spec = RangeSpec.model_validate(spec)
+    processor = RangeProcessor(rt.settings, rt.s3, rt.sink, rt.schemas, rt.dedup, rt.dlq, rt.redis)
+    summary = self.run_with_retries(
+        lambda: processor.process(range_spec),
+        on_give_up=lambda exc: processor.give_up(range_spec, exc, self),
+    )
+    _store().credit_range(range_spec.importId, summary)
+    return summary.model_dump()
+
+
+@shared_task(
+    bind=True,
+    base=IngestTask,
+    name="ingest.s3.close_chunk",
+    acks_late=True,
+    max_retries=10,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+)
+def close_chunk(self: Task, results: list[dict[str, Any]], import_id: str, chunk: int) -> str:
+    """Credit a finished chunk, then start the next one or close the import."""
+    store = _store()
+    for result in results:
+        # Ranges credit themselves; this covers a range whose own credit was lost.
+        store.credit_range(import_id, RangeSummary.model_validate(result))
+    if dispatch_chunk(import_id, chunk + 1):
+        return "next chunk dispatched"
+    state = store.get(import_id) or {}
+    failed = bool(state.get("ranges", {}).get("failed"))
+    store.finish(import_id, "failed" if failed else "succeeded")
+    status = "failed" if failed else "succeeded"
+    log.info("import finished", extra={"import_id": import_id, "status": status})
+    return status

@@ -1,0 +1,114 @@
+"""Admin endpoints: imports and the DLQ, behind the bearer token ``INGEST_ADMIN_TOKEN``."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, cast
+
+from flask import Blueprint, Response, jsonify, request
+
+from ingest.dlq import EntryKind
+from ingest.s3csv.imports import ImportRequestError, ImportStore
+from tasks.imports import submit_import
+from webapp.context import runtime, settings
+from webapp.errors import ApiError
+
+__all__ = ["bp"]
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.before_request
+def _require_token() -> None:
+    token = settings().admin_token
+    if not token:
+        raise ApiError(503, "admin endpoints are disabled: set INGEST_ADMIN_TOKEN")
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    ):
+        raise ApiError(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+@bp.post("/imports")
+def create_import() -> tuple[Response, int]:
+    """Start an import of ``s3://bucket/prefix``; answers 202 with its id."""
+    actor = request.headers.get("X-Ingest-Actor", "admin-api")[:128]
+    rt = runtime()
+    try:
+        import_id = submit_import(rt.settings, rt.redis, rt.schemas, _json_body(), actor)
+    except ImportRequestError as exc:
+        raise ApiError(exc.status, str(exc)) from exc
+    return jsonify({"importId": import_id, "status": "queued"}), 202
+
+
+@bp.get("/imports/<import_id>")
+def show_import(import_id: str) -> Response:
+    """The import's state and counters."""
+    state = ImportStore(runtime().redis).get(import_id[:64])
+    if state is None:
+        raise ApiError(404, f"no import {import_id!r}")
+    return jsonify(state)
+
+
+@bp.get("/dlq")
+def list_dlq() -> Response:
+    """DLQ entries as ``ingest dlq list --json`` shows them; ``?id=`` shows one in full."""
+    from tasks.cli_dlq import entry_summary
+
+    dlq = runtime().dlq
+    entry_id = request.args.get("id")
+    if entry_id:
+        entry = dlq.get(entry_id)
+        if entry is None:
+            raise ApiError(404, f"no DLQ entry {entry_id!r}")
+        return jsonify(entry.model_dump(mode="json", by_alias=True))
+    try:
+        limit = min(max(int(request.args.get("limit", 50)), 1), 10_000)
+    except ValueError as exc:
+        raise ApiError(400, "limit must be a whole number") from exc
+    kind = request.args.get("kind")
+    if kind not in (None, "task", "row", "event"):
+        raise ApiError(400, "kind must be task, row or event")
+    entries = dlq.list(
+        limit=limit,
+        kind=cast(EntryKind | None, kind),
+        source=request.args.get("source"),
+        import_id=request.args.get("importId"),
+    )
+    return jsonify({"depth": dlq.depth(), "entries": [entry_summary(e) for e in entries]})
+
+
+@bp.post("/dlq/retry")
+def retry_dlq() -> tuple[Response, int]:
+    """Replay entries: ``{"ids": [...]}`` or ``{"all": true, "kind"?, "source"?, "importId"?}``."""
+    from tasks.dlq import retry_entries
+
+    body = _json_body()
+    ids = body.get("ids")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
+        raise ApiError(400, "ids must be a list of entry ids")
+    if bool(ids) == bool(body.get("all")):
+        raise ApiError(400, 'give "ids" or "all": true (not both)')
+    wait = bool(body.get("wait", False))
+    try:
+        report = retry_entries(
+            runtime(),
+            ids=ids or None,
+            kind=body.get("kind"),
+            source=body.get("source"),
+            import_id=body.get("importId"),
+            wait=wait,
+            timeout=min(float(body.get("timeout", 30)), 60),
+        )
+    except LookupError as exc:
+        raise ApiError(404, str(exc)) from exc
+    return jsonify(report), 200 if wait else 202
