@@ -299,9 +299,15 @@ class RangeProcessor:
         result: ValidationResult,
         positions: np.ndarray,
     ) -> pa.Table:
-        valid = result.valid.loc[positions]
-        data = pa.Table.from_pandas(valid, preserve_index=False)
         n = len(positions)
+        every_row = n == parsed.table.num_rows  # the common case: no take() needed
+
+        def pick(array: pa.ChunkedArray | pa.Array) -> pa.Array:
+            chosen = array if every_row else array.take(pa.array(positions, type=pa.int64()))
+            return chosen.combine_chunks() if isinstance(chosen, pa.ChunkedArray) else chosen
+
+        valid = result.valid if len(result.valid) == n else result.valid.loc[positions]
+        data = pa.Table.from_pandas(valid, preserve_index=False)
         builder = ProvenanceBuilder(
             source_id=f"{spec.bucket}/{spec.key}",
             source_type="S3",
@@ -313,25 +319,34 @@ class RangeProcessor:
             parent_id=spec.parentId,
             transformations=_transformations(spec, schema),
         )
-        take = pa.array(positions, type=pa.int64())
-        columns: dict[str, pa.Array] = {}
-        for field, value in builder.common().items():
-            columns[field] = _repeat(value, n)
-        columns["contentHash"] = parsed.content_hashes.take(take).combine_chunks()
-        columns["observedAt"] = _observed_at(valid, schema.observed_at_column, n)
+        columns: dict[str, pa.Array] = {f: _repeat(v, n) for f, v in builder.common().items()}
+        columns["contentHash"] = pick(parsed.content_hashes)
+        columns["observedAt"] = self._observed_at(schema, spec, parsed, valid, pick, n)
         columns["objectEtag"] = _repeat(spec.etag, n)
         columns["lineNumber"] = pa.array(parsed.line_numbers[positions], type=pa.int64())
         columns["byteOffset"] = pa.array(parsed.byte_offsets[positions], type=pa.int64())
         provenance = pa.StructArray.from_arrays(list(columns.values()), list(columns.keys()))
-        record = (
-            pa.StructArray.from_arrays(
-                [c.combine_chunks() for c in data.columns] if data.num_columns else [],
-                data.column_names,
+        if data.num_columns:
+            record = pa.StructArray.from_arrays(
+                [c.combine_chunks() for c in data.columns], data.column_names
             )
-            if data.num_columns
-            else pa.array([{}] * n)
-        )
+        else:
+            record = pa.array([{}] * n)
         return pa.table({"data": record, "provenance": provenance})
+
+    def _observed_at(
+        self, schema: CsvSchema, spec: RangeSpec, parsed: ParsedRange, valid: Any, pick: Any, n: int
+    ) -> pa.Array:
+        column = schema.observed_at_column
+        if column is None or n == 0 or column not in valid.columns:
+            return pa.nulls(n, type=pa.string())
+        source = {v: k for k, v in spec.mapping.items()}.get(column, column)
+        custom = column in (schema.options.datetime_formats or {})
+        if not custom and source in parsed.table.column_names:
+            # The source text already passed ISO 8601 parsing; formatting it again costs
+            # microseconds a row, so provenance keeps the observation time as written.
+            return pick(parsed.table.column(source))
+        return _format_timestamps(valid[column], n)
 
     def _dead_letter_rows(
         self,
@@ -422,16 +437,14 @@ def _repeat(value: Any, n: int) -> pa.Array:
     return pa.repeat(pa.scalar(value, type=pa.string()), n)
 
 
-def _observed_at(valid: Any, column: str | None, n: int) -> pa.Array:
-    if column is None or column not in valid.columns or n == 0:
-        return pa.nulls(n, type=pa.string())
+def _format_timestamps(values: Any, n: int) -> pa.Array:
     import pyarrow.compute as pc
 
-    values = pa.array(valid[column], from_pandas=True)
-    if pa.types.is_timestamp(values.type):
-        text = pc.strftime(values, format="%Y-%m-%dT%H:%M:%S")
-        return pc.binary_join_element_wise(text, pa.scalar("Z"), "")
-    return pc.cast(values, pa.string())
+    array = pa.array(values, from_pandas=True)
+    if not pa.types.is_timestamp(array.type):
+        return pc.cast(array, pa.string())
+    text = pc.strftime(array, format="%Y-%m-%dT%H:%M:%S")
+    return pc.binary_join_element_wise(text, pa.scalar("Z"), "")
 
 
 def _raw_rows(segment: _Segment, parsed: ParsedRange, positions: list[int]) -> list[bytes]:

@@ -119,7 +119,16 @@ class FileSink:
         if self._exists(relative):
             return WriteResult(self.location(relative), 0, table.num_rows)
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd", row_group_size=128 * 1024)
+        # Dictionary pages cost more time than they save on hashes and free text; zstd still
+        # folds the constant provenance columns to almost nothing.
+        pq.write_table(
+            table,
+            buffer,
+            compression="zstd",
+            compression_level=1,
+            use_dictionary=False,
+            row_group_size=128 * 1024,
+        )
         self._put(relative, buffer.getvalue())
         return WriteResult(self.location(relative), table.num_rows, 0)
 
