@@ -326,9 +326,12 @@ class RangeProcessor:
         columns["lineNumber"] = pa.array(parsed.line_numbers[positions], type=pa.int64())
         columns["byteOffset"] = pa.array(parsed.byte_offsets[positions], type=pa.int64())
         provenance = pa.StructArray.from_arrays(list(columns.values()), list(columns.keys()))
-        if data.num_columns:
+        # Columns of a table may be chunked differently: no copy into one chunk needed.
+        if data.num_columns and n:
+            record: pa.Array | pa.ChunkedArray = data.to_struct_array()
+        elif data.num_columns:
             record = pa.StructArray.from_arrays(
-                [c.combine_chunks() for c in data.columns], data.column_names
+                [pa.array([], type=f.type) for f in data.schema], data.column_names
             )
         else:
             record = pa.array([{}] * n)
@@ -430,11 +433,10 @@ def _transformations(spec: RangeSpec, schema: CsvSchema) -> tuple[str, ...]:
 
 
 def _repeat(value: Any, n: int) -> pa.Array:
-    if isinstance(value, list):
-        return pa.array([value] * n, type=pa.list_(pa.string()))
+    kind = pa.list_(pa.string()) if isinstance(value, list) else pa.string()
     if value is None:
         return pa.nulls(n, type=pa.string())
-    return pa.repeat(pa.scalar(value, type=pa.string()), n)
+    return pa.repeat(pa.scalar(value, type=kind), n)
 
 
 def _format_timestamps(values: Any, n: int) -> pa.Array:
