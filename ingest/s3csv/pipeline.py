@@ -263,7 +263,7 @@ class RangeProcessor:
             rowsStored=table.num_rows,
             rowsRejected=rejected,
             duplicatesDropped=int(len(keep) - keep.sum()),
-            resumed=written.new == 0,
+            resumed=written.present > 0,
         )
         self._save_summary(spec.rangeId, str(part), summary)
         if self.dedup is not None:
@@ -436,6 +436,8 @@ def _repeat(value: Any, n: int) -> pa.Array:
     kind = pa.list_(pa.string()) if isinstance(value, list) else pa.string()
     if value is None:
         return pa.nulls(n, type=pa.string())
+    if n == 0:  # pa.repeat refuses a list scalar zero times
+        return pa.array([], type=kind)
     return pa.repeat(pa.scalar(value, type=kind), n)
 
 
