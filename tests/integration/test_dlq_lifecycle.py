@@ -1,0 +1,116 @@
+"""The DLQ's life cycle with real processes: failures land in it, the CLI lists, shows, retries and purges."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.devstack import ROOT
+from ingest.sinks import FileSink
+from tests.integration.test_s3_import_golden import FIXTURES, run_import
+from tests.processes import ProcessGroup
+
+pytestmark = pytest.mark.integration
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def cli_json(env: dict[str, str], *args: str) -> Any:
+    result = cli(env, *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture()
+def fast_retries(stack_env: dict[str, str]) -> dict[str, str]:
+    return dict(
+        stack_env,
+        INGEST_S3CSV__MAX_RETRIES="2",
+        INGEST_S3CSV__RETRY_BACKOFF_MAX="1",
+        INGEST_S3CSV__RANGE_SIZE="65536",
+    )
+
+
+def test_sink_outage_then_retry_all_stores_every_record_once(
+    fast_retries: dict[str, str], procs: ProcessGroup, s3_client: Any, bucket: str
+) -> None:
+    sink_bucket = f"sink-{uuid.uuid4().hex[:10]}"
+    env = dict(fast_retries, INGEST_SINK_URI=f"s3://{sink_bucket}/records")
+    for name in ("clean.csv", "large.csv"):
+        s3_client.put_object(
+            Bucket=bucket, Key=f"in/{name}", Body=(FIXTURES / "entities" / name).read_bytes()
+        )
+    procs.start_worker(env)
+
+    failed = run_import(env, f"s3://{bucket}/in/")
+    assert failed["status"] == "failed"
+    assert failed["ranges"]["failed"] == failed["ranges"]["total"] >= 3
+    assert failed["errors"] and failed["rowsStored"] == 0
+    listed = cli_json(env, "dlq", "list", "--kind", "task")
+    assert listed["depth"] == failed["ranges"]["total"]
+    assert all(e["source"].startswith(f"s3://{bucket}/in/") for e in listed["entries"])
+
+    s3_client.create_bucket(Bucket=sink_bucket)
+    retried = cli(env, "dlq", "retry", "--all")
+    assert retried.returncode == 0, retried.stderr + retried.stdout
+    assert "0 left in the DLQ" in retried.stdout
+    assert cli_json(env, "dlq", "list")["entries"] == []
+
+    sink = FileSink(f"s3://{sink_bucket}/records", s3_client=s3_client)
+    records = [r.record for r in sink.iter_records()]
+    hashes = [r["provenance"]["contentHash"] for r in records]
+    assert len(hashes) == len(set(hashes)) == 20 + 3000
+    entry_ids = {e["id"] for e in listed["entries"]}
+    assert {r["provenance"]["parentId"] for r in records} == entry_ids
+    assert all(r["provenance"]["transformations"][-1] == "dlq-retry" for r in records)
+    state = cli_json(env, "imports", "show", failed["importId"])
+    assert state["status"] == "succeeded" and state["rowsStored"] == 3020
+    assert state["bytesProcessed"] == state["bytesTotal"]
+
+
+def test_malformed_rows_list_show_retry_and_purge(
+    fast_retries: dict[str, str], procs: ProcessGroup, s3_client: Any, bucket: str, sink_dir: Path
+) -> None:
+    s3_client.put_object(
+        Bucket=bucket,
+        Key="bad/ragged_invalid.csv",
+        Body=(FIXTURES / "entities" / "ragged_invalid.csv").read_bytes(),
+    )
+    procs.start_worker(fast_retries)
+    state = run_import(fast_retries, f"s3://{bucket}/bad/")
+    assert state["status"] == "succeeded" and state["rowsRejected"] == 8
+
+    rows = cli_json(fast_retries, "dlq", "list", "--kind", "row")["entries"]
+    assert len(rows) == 8
+    shown = cli(fast_retries, "dlq", "show", rows[0]["id"])
+    assert shown.returncode == 0
+    entry = json.loads(shown.stdout)
+    assert entry["payload"]["line"] == 3 and entry["payload"]["rawText"].startswith("e00601,")
+    assert entry["payload"]["objectUri"] == f"s3://{bucket}/bad/ragged_invalid.csv"
+
+    again = cli(fast_retries, "dlq", "retry", rows[0]["id"])
+    assert again.returncode == 1  # still ragged: it stays, with one more attempt
+    assert json.loads(cli(fast_retries, "dlq", "show", rows[0]["id"]).stdout)["attempts"] == 2
+
+    assert cli(fast_retries, "dlq", "show", "no-such-id").returncode == 1
+    assert cli(fast_retries, "dlq", "purge", "--all").returncode == 2  # --yes required
+    assert cli(fast_retries, "dlq", "retry").returncode == 2  # ids or --all
+    purged = cli(fast_retries, "dlq", "purge", "--all", "--yes")
+    assert purged.returncode == 0 and "purged 8 entries" in purged.stdout
+    assert cli_json(fast_retries, "dlq", "list")["depth"] == 0
