@@ -1,4 +1,4 @@
-"""The DLQ's life cycle with real processes: failures land in it, the CLI lists, shows, retries and purges."""
+"""The DLQ life cycle with real processes: failures land in it; the CLI lists, retries, purges."""
 
 from __future__ import annotations
 
