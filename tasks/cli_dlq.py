@@ -156,3 +156,21 @@ def dlq_purge(
     if ids and removed < len(ids):
         _cli().fail(f"purged {removed} of {len(ids)}: some ids are not in the DLQ", 1)
     click.echo(f"purged {removed} entries")
+
+
+@dlq_group.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+def dlq_export(file: str) -> None:
+    """Write every entry to FILE as JSON lines (a backup; '-' is standard output)."""
+    with click.open_file(file, "w") as out:
+        count = _dlq().export(out)
+    click.echo(f"exported {count} entries", err=file == "-")
+
+
+@dlq_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+def dlq_import(file: str) -> None:
+    """Add the entries of a JSON-lines backup; ids already present are skipped."""
+    with click.open_file(file) as source:
+        count = _dlq().import_(source)
+    click.echo(f"imported {count} entries")

@@ -111,6 +111,12 @@ def test_malformed_rows_list_show_retry_and_purge(
     assert cli(fast_retries, "dlq", "show", "no-such-id").returncode == 1
     assert cli(fast_retries, "dlq", "purge", "--all").returncode == 2  # --yes required
     assert cli(fast_retries, "dlq", "retry").returncode == 2  # ids or --all
+    backup = sink_dir.parent / "dlq.jsonl"
+    assert cli(fast_retries, "dlq", "export", str(backup)).returncode == 0
+    assert len(backup.read_text().splitlines()) == 8
     purged = cli(fast_retries, "dlq", "purge", "--all", "--yes")
     assert purged.returncode == 0 and "purged 8 entries" in purged.stdout
     assert cli_json(fast_retries, "dlq", "list")["depth"] == 0
+    restored = cli(fast_retries, "dlq", "import", str(backup))
+    assert restored.returncode == 0 and "imported 8 entries" in restored.stdout
+    assert cli_json(fast_retries, "dlq", "list")["depth"] == 8
