@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -133,10 +134,8 @@ def import_golden(base: str, stack: Stack) -> dict[str, Any]:
         aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
     )
     bucket = env.get("INGEST_DEMO_BUCKET", "intelgraph-demo")
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=bucket)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
     files = sorted((ROOT / "fixtures" / "entities").iterdir())
     for path in files:
         s3.put_object(Bucket=bucket, Key=f"golden/{path.name}", Body=path.read_bytes())
