@@ -20,6 +20,7 @@ import pyarrow as pa
 import redis
 from pydantic import BaseModel
 
+from ingest.circuit import breaker_for
 from ingest.config import Settings
 from ingest.dedup import DedupIndex, identities_from_hex, key_field_identity
 from ingest.dlq import DeadLetterQueue, row_entry, task_entry
@@ -118,6 +119,11 @@ class RangeProcessor:
         self.dlq = dlq
         self.redis = client
         cfg = settings.s3csv
+        self.breaker = breaker_for(
+            f"s3:{settings.s3_endpoint_url or 'aws'}",
+            cfg.breaker_threshold,
+            cfg.breaker_reset_seconds,
+        )
         self.dialect = CsvDialect(cfg.delimiter, cfg.quote_char, cfg.encoding, cfg.header)
 
     # -- the whole range -------------------------------------------------------------------
@@ -196,7 +202,9 @@ class RangeProcessor:
                 split_stream(chunks, self.settings.s3csv.range_size, self.dialect), spec
             )
             return
-        data = read_range(self.s3, spec.bucket, spec.key, spec.start, spec.end, spec.etag)
+        data = self.breaker.call(
+            lambda: read_range(self.s3, spec.bucket, spec.key, spec.start, spec.end, spec.etag)
+        )
         yield from self._with_header(iter([(data, spec.start)]), spec)
 
     def _with_header(
