@@ -5,7 +5,9 @@ from __future__ import annotations
 import hmac
 from typing import Any, cast
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 
 from ingest.dlq import EntryKind
 from ingest.s3csv.imports import ImportRequestError, ImportStore
@@ -16,6 +18,27 @@ from webapp.errors import ApiError
 __all__ = ["bp"]
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def init_limits(app: Flask) -> Limiter:
+    """Per-client-IP limits on every admin endpoint (``http.adminRateLimit``), kept in Redis.
+
+    A Redis outage must not lock operators out, so limiter errors are swallowed and an
+    in-memory fallback applies meanwhile.
+    """
+    config = app.extensions["ingest.settings"]
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=config.redis_url,
+        strategy="fixed-window",
+        headers_enabled=True,
+        swallow_errors=True,
+        in_memory_fallback_enabled=True,
+        key_prefix="ingest:admin-limit",
+    )
+    limiter.limit(lambda: config.http.admin_rate_limit)(bp)
+    return limiter
 
 
 @bp.before_request

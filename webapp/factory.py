@@ -21,5 +21,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["ingest.runtime"] = Runtime(settings)
     errors.register(app)
     app.register_blueprint(health.bp)
+    admin.init_limits(app)
     app.register_blueprint(admin.bp)
     return app

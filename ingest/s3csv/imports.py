@@ -61,7 +61,7 @@ class ImportRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    uri: str = Field(..., min_length=6, max_length=2048)
+    uri: str = Field(..., min_length=1, max_length=2048)
     schema_name: str = Field(..., alias="schema", min_length=1, max_length=128)
     purpose: str = Field(..., min_length=1, max_length=512)
     classification: str | None = Field(None, max_length=128)
