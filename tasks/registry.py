@@ -5,5 +5,6 @@ from __future__ import annotations
 from tasks import (  # noqa: F401
     dlq,
     health,
+    recovery,
     s3,
 )

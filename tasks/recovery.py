@@ -1,0 +1,78 @@
+"""Give a dead worker's unacknowledged tasks back to the queues when a worker starts.
+
+With ``acks_late``, a task whose worker was killed stays in Redis's ``unacked`` hash until the
+visibility timeout passes. A worker restarted after a crash should not wait that long: at
+start it asks every live worker which tasks they hold, and restores the unacknowledged
+messages that nobody holds and that are older than a short grace period (a live worker may
+have just received a message it has not reported yet). Tasks are idempotent, so the rare
+double restore costs work, not correctness.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready
+
+__all__ = ["held_task_ids", "restore_orphaned_tasks"]
+
+log = logging.getLogger(__name__)
+GRACE_SECONDS = 10.0
+
+
+def held_task_ids(app: Celery, exclude: str | None = None, timeout: float = 2.0) -> set[str]:
+    """Ids of tasks every live worker (but ``exclude``) is running or has reserved."""
+    inspect = app.control.inspect(timeout=timeout)
+    held: set[str] = set()
+    for method in (inspect.active, inspect.reserved, inspect.scheduled):
+        for worker, tasks in (method() or {}).items():
+            if worker == exclude:
+                continue
+            for task in tasks or []:
+                request = task.get("request", task)
+                if request.get("id"):
+                    held.add(request["id"])
+    return held
+
+
+def restore_orphaned_tasks(
+    app: Celery, exclude: str | None = None, grace: float = GRACE_SECONDS
+) -> int:
+    """Restore unacknowledged messages no live worker holds; returns how many."""
+    held = held_task_ids(app, exclude)
+    restored = 0
+    with app.connection_for_write() as conn:
+        channel: Any = conn.default_channel
+        qos = channel.qos
+        client = channel.client
+        cutoff = time.time() - grace
+        for tag, payload in client.hgetall(qos.unacked_key).items():
+            score = client.zscore(qos.unacked_index_key, tag)
+            if score is not None and score > cutoff:
+                continue
+            message = json.loads(payload)[0]
+            task_id = message.get("headers", {}).get("id") or message.get("properties", {}).get(
+                "correlation_id"
+            )
+            if task_id in held:
+                continue
+            qos.restore_by_tag(tag.decode() if isinstance(tag, bytes) else tag, leftmost=True)
+            restored += 1
+    return restored
+
+
+@worker_ready.connect
+def _recover_at_start(sender: Any = None, **_: Any) -> None:
+    if sender is None or not sender.app.conf.broker_url.startswith(("redis://", "rediss://")):
+        return
+    try:
+        restored = restore_orphaned_tasks(sender.app, exclude=sender.hostname)
+    except Exception:  # recovery is best effort; the visibility timeout still applies
+        log.exception("could not restore orphaned tasks")
+        return
+    if restored:
+        log.warning("restored %d unacknowledged tasks of a dead worker", restored)

@@ -1,0 +1,93 @@
+"""kill -9 of a worker during an import: the import still succeeds, every row stored exactly once."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.devstack import ROOT
+from ingest.sinks import FileSink
+from tests.processes import ProcessGroup
+from tests.services import wait_for
+
+pytestmark = pytest.mark.faults
+sys.path.insert(0, str(ROOT / "loadtests"))
+
+
+def input_csv(rows: int) -> bytes:
+    from gen_csv import generate  # type: ignore[import-not-found]
+
+    # No quoted newlines: then every line after the header is one record.
+    return "".join(generate(rows, seed=7, newline_rate=0.0)).encode()
+
+
+def import_state(env: dict[str, str], import_id: str) -> dict[str, Any]:
+    import redis
+
+    from ingest.s3csv.imports import ImportStore
+
+    return ImportStore(redis.Redis.from_url(env["INGEST_REDIS_URL"])).get(import_id) or {}
+
+
+def test_three_worker_kills_during_an_import(
+    stack_env: dict[str, str], procs: ProcessGroup, s3_client: Any, bucket: str, sink_dir: Path
+) -> None:
+    data = input_csv(60_000)
+    s3_client.put_object(Bucket=bucket, Key="big/input.csv", Body=data)
+    env = dict(
+        stack_env,
+        INGEST_S3CSV__RANGE_SIZE="65536",
+        INGEST_S3CSV__DEDUPLICATION__ENABLED="false",
+        INGEST_CELERY__VISIBILITY_TIMEOUT="600",
+    )
+    worker = procs.start_worker(env)
+
+    from ingest.config import load_settings
+    from ingest.runtime import Runtime
+    from tasks.imports import submit_import
+
+    rt = Runtime(load_settings(env))
+    import_id = submit_import(
+        rt.settings,
+        rt.redis,
+        rt.schemas,
+        {"uri": f"s3://{bucket}/big/", "schema": "events_wide", "purpose": "fault-test"},
+        "test",
+    )
+    total = None
+    for kill_at in (0.15, 0.4, 0.65):
+
+        def progressed(threshold: float = kill_at) -> bool:
+            state = import_state(env, import_id)
+            ranges = state.get("ranges", {})
+            return bool(ranges.get("total")) and ranges["done"] >= threshold * ranges["total"]
+
+        wait_for(progressed, 120, 0.05, f"{kill_at:.0%} of the ranges")
+        worker.signal_group(signal.SIGKILL)
+        assert worker.proc is not None
+        worker.proc.wait(timeout=10)
+        worker = procs.start_worker(env)
+
+    def finished() -> dict[str, Any] | None:
+        state = import_state(env, import_id)
+        return state if state.get("status") in ("succeeded", "failed") else None
+
+    # Recovery is prompt (tasks of the killed worker are restored when a worker starts),
+    # far inside the 600 s visibility timeout configured above.
+    state = wait_for(finished, 180, 0.2, "the import to finish after the kills")
+    assert state["status"] == "succeeded", state
+    total = len(data.splitlines()) - 1
+    assert state["rowsStored"] == total
+    assert state["bytesProcessed"] == state["bytesTotal"] == len(data)
+
+    stored = [
+        r.record["provenance"]["contentHash"] for r in FileSink(f"file://{sink_dir}").iter_records()
+    ]
+    expected = {hashlib.sha256(line).hexdigest() for line in data.splitlines()[1:]}
+    assert len(stored) == total, "a row was stored twice or lost"
+    assert set(stored) == expected
