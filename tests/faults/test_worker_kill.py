@@ -1,4 +1,4 @@
-"""kill -9 of a worker during an import: the import still succeeds, every row stored exactly once."""
+"""kill -9 of a worker during an import: it still succeeds, every row stored exactly once."""
 
 from __future__ import annotations
 
