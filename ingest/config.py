@@ -164,9 +164,13 @@ class HttpConfig(Section):
     port: int = Field(
         3001, ge=1, le=65535, description="Seed key; the web process binds $PORT (see `port`)."
     )
-    buffer_size: int = Field(100, ge=1, le=10_000, description="Events per stored batch.")
+    buffer_size: int = Field(
+        200, ge=1, le=10_000, description="Most events per published batch (one task message)."
+    )
     batch_interval: int = Field(
-        1000, ge=1, description="Milliseconds a partial batch may wait before it is stored."
+        10,
+        ge=1,
+        description="Milliseconds a partial batch waits for more events; a request waits with it.",
     )
     idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
     rate_limit: RateLimitConfig = Field(

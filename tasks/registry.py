@@ -7,4 +7,5 @@ from tasks import (  # noqa: F401
     health,
     recovery,
     s3,
+    webhooks,
 )

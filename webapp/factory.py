@@ -6,7 +6,7 @@ from flask import Flask
 
 from ingest.config import Settings, load_settings
 from ingest.runtime import Runtime
-from webapp import admin, errors, health
+from webapp import admin, errors, health, webhooks
 
 __all__ = ["create_app"]
 
@@ -23,4 +23,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     admin.init_limits(app)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(webhooks.bp)
     return app

@@ -1,0 +1,253 @@
+"""Webhook request bodies: media types, size limits, bounded gzip, and JSON events with hashes.
+
+Framework-free: the web layer hands in header values and a readable stream and gets back
+decoded bytes or parsed events, or one of the :class:`BodyError` subclasses that say which
+status code fits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ingest.hashing import canonical_json, sha256_hex
+
+__all__ = [
+    "BodyError",
+    "BodyTooLarge",
+    "MalformedBody",
+    "MediaKind",
+    "ParsedEvent",
+    "UnsupportedMediaType",
+    "check_content_encoding",
+    "check_media_type",
+    "decode_body",
+    "gunzip_bounded",
+    "parse_batch",
+    "parse_event",
+    "read_body",
+]
+
+MediaKind = Literal["json", "ndjson"]
+_READ_CHUNK = 64 * 1024
+# Strings are skipped whole (escapes included) so brackets inside them do not count as nesting.
+_DEPTH_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
+class BodyError(Exception):
+    """A request body that cannot be accepted; ``status`` is the HTTP status that says why."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnsupportedMediaType(BodyError):
+    status = 415
+
+
+class BodyTooLarge(BodyError):
+    status = 413
+
+
+class MalformedBody(BodyError):
+    status = 400
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    """One JSON object event with its canonical JSON text and that text's SHA-256."""
+
+    event: dict[str, Any]
+    canonical: str
+    content_hash: str
+
+
+def check_content_encoding(value: str | None) -> bool:
+    """Return True for gzip, False for identity; raise ``UnsupportedMediaType`` otherwise."""
+    coding = (value or "identity").strip().lower()
+    if coding in ("", "identity"):
+        return False
+    if coding in ("gzip", "x-gzip"):
+        return True
+    raise UnsupportedMediaType(
+        f"Content-Encoding {value!r} is not supported: send identity or gzip"
+    )
+
+
+def check_media_type(value: str | None, allow_ndjson: bool) -> MediaKind:
+    """Classify a Content-Type as JSON or NDJSON; raise ``UnsupportedMediaType`` otherwise."""
+    media, _, params = (value or "").partition(";")
+    media = media.strip().lower()
+    charset = _charset(params)
+    if charset not in (None, "utf-8", "utf8"):
+        raise UnsupportedMediaType(f"charset {charset!r} is not supported: JSON is UTF-8")
+    structured_json = media.startswith("application/") and media.endswith("+json")
+    if media == "application/json" or structured_json:
+        return "json"
+    if allow_ndjson and media == "application/x-ndjson":
+        return "ndjson"
+    accepted = "application/json or application/*+json"
+    if allow_ndjson:
+        accepted += " or application/x-ndjson"
+    given = value or "(none)"
+    raise UnsupportedMediaType(f"Content-Type {given!r} is not supported: send {accepted}")
+
+
+def _charset(params: str) -> str | None:
+    for param in params.split(";"):
+        name, _, raw = param.partition("=")
+        if name.strip().lower() == "charset":
+            return raw.strip().strip('"').lower()
+    return None
+
+
+def read_body(read: Callable[[int], bytes], content_length: int | None, limit: int) -> bytes:
+    """Read at most ``limit`` bytes with ``read``; ``BodyTooLarge`` as soon as more arrive."""
+    if content_length is not None and content_length > limit:
+        raise BodyTooLarge(_too_large(limit))
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = read(min(_READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(_too_large(limit))
+
+
+def gunzip_bounded(data: bytes, limit: int) -> bytes:
+    """Decompress gzip ``data`` (one or more members), never producing more than ``limit + 1``
+    bytes: a gzip bomb is refused with ``BodyTooLarge`` before it is inflated."""
+    out = bytearray()
+    rest = data
+    try:
+        while rest:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            pending = rest
+            while pending:
+                # max_length is never 0 here (0 would mean unbounded): we raise before that.
+                out += inflater.decompress(pending, limit + 1 - len(out))
+                if len(out) > limit:
+                    raise BodyTooLarge(_too_large(limit, decompressed=True))
+                pending = inflater.unconsumed_tail
+            if not inflater.eof:
+                raise MalformedBody("the gzip body is truncated")
+            rest = inflater.unused_data
+    except zlib.error as exc:
+        raise MalformedBody(f"the body is not valid gzip: {exc}") from None
+    return bytes(out)
+
+
+def decode_body(raw: bytes, gzipped: bool, limit: int) -> bytes:
+    """The body as the sender signed it: decompressed when ``gzipped``, at most ``limit`` bytes."""
+    return gunzip_bounded(raw, limit) if gzipped else raw
+
+
+def _too_large(limit: int, decompressed: bool = False) -> str:
+    what = "decompressed body" if decompressed else "body"
+    return f"the {what} is larger than the limit of {limit} bytes"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _too_deep(text: bytes, max_depth: int) -> bool:
+    """Whether JSON ``text`` nests brackets deeper than ``max_depth``."""
+    if text.count(b"{") + text.count(b"[") <= max_depth:
+        return False  # the common case costs two counts and no scan
+    depth = 0
+    for match in _DEPTH_TOKENS.finditer(text):
+        token = match.group()
+        if token in (b"{", b"["):
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif token in (b"}", b"]"):
+            depth -= 1
+    return False
+
+
+def _loads(text: bytes, max_depth: int, where: str) -> Any:
+    # Depth is checked on the bytes first so that a nesting bomb is never handed to the parser.
+    if _too_deep(text, max_depth):
+        raise MalformedBody(f"{where} is nested deeper than {max_depth} levels")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise MalformedBody(f"{where} is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise MalformedBody(f"{where} is not valid JSON: {_reason(exc)}") from None
+
+
+def _reason(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    return str(exc)[:200]
+
+
+def _as_event(value: Any, where: str) -> ParsedEvent:
+    if not isinstance(value, dict):
+        raise MalformedBody(f"{where} must be a JSON object, not {_json_type(value)}")
+    try:
+        canonical = canonical_json(value)
+    except (ValueError, UnicodeEncodeError):
+        # Lone surrogates (\ud800) and numbers like 1e400 parse, but have no canonical form.
+        raise MalformedBody(
+            f"{where} holds a string that is not valid Unicode or a number out of range"
+        ) from None
+    return ParsedEvent(value, canonical.decode("utf-8"), sha256_hex(canonical))
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+def parse_event(body: bytes, max_depth: int) -> ParsedEvent:
+    """Parse a single-event body: one JSON object no deeper than ``max_depth``."""
+    return _as_event(_loads(body, max_depth, "the body"), "the event")
+
+
+def parse_batch(body: bytes, kind: MediaKind, max_depth: int, max_events: int) -> list[ParsedEvent]:
+    """Parse a batch body: NDJSON lines or a JSON array, each event an object.
+
+    ``max_depth`` applies to each event (an array's own brackets do not count).
+    """
+    if kind == "ndjson":
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        _check_count(len(lines), max_events)
+        return [
+            _as_event(_loads(line, max_depth, f"line {n}"), f"line {n}")
+            for n, line in enumerate(lines, 1)
+        ]
+    values = _loads(body, max_depth + 1, "the body")
+    if not isinstance(values, list):
+        raise MalformedBody("a JSON batch must be an array of event objects")
+    _check_count(len(values), max_events)
+    return [_as_event(value, f"event {i}") for i, value in enumerate(values)]
+
+
+def _check_count(count: int, max_events: int) -> None:
+    if count == 0:
+        raise MalformedBody("the batch holds no events")
+    if count > max_events:
+        raise MalformedBody(
+            f"the batch holds {count} events, more than the limit of {max_events}: split it"
+        )

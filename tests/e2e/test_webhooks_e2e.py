@@ -1,0 +1,183 @@
+"""Webhooks through the Procfile's real `web` (gunicorn/gevent) and `worker` into the sink."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from standardwebhooks import Webhook
+
+from ingest.verify import records_at, verify_records
+from tests.processes import ProcessGroup
+from tests.services import ManagedProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "whsec_" + base64.b64encode(b"e2e-webhook-secret-of-32-bytes!!").decode()
+TINY_RATE, TINY_BURST = 2.0, 10
+SOURCES = {
+    "acme": {
+        "signature": {"scheme": "standard-webhooks", "secrets": [SECRET]},
+        "purpose": "case-4711",
+        "classification": "internal",
+        "rateLimit": {"maxPerSecond": 5000, "burstSize": 5000},
+    },
+    "tiny": {
+        "signature": {"scheme": "none"},
+        "purpose": "limits",
+        "rateLimit": {"maxPerSecond": TINY_RATE, "burstSize": TINY_BURST},
+    },
+}
+
+
+@pytest.fixture()
+def env(stack_env: dict[str, str]) -> dict[str, str]:
+    return dict(stack_env, INGEST_HTTP__SOURCES=json.dumps(SOURCES))
+
+
+def signed(event: dict[str, Any], msg_id: str) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(event).encode()
+    now = datetime.now(UTC)
+    return body, {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(SECRET).sign(msg_id, now, body.decode()),
+    }
+
+
+def post_event(session: requests.Session, base: str, n: int, tag: str) -> tuple[str, int]:
+    """Send event ``n``; the answer's status, or 0 when the connection failed."""
+    msg_id = f"{tag}-{n}"
+    body, headers = signed({"n": n, "tag": tag}, msg_id)
+    try:
+        answer = session.post(f"{base}/v1/webhooks/acme", data=body, headers=headers, timeout=10)
+    except requests.RequestException:
+        return msg_id, 0
+    return msg_id, answer.status_code
+
+
+def start_stack(procs: ProcessGroup, env: dict[str, str]) -> tuple[ManagedProcess, str]:
+    """Start `worker` and `web` side by side (each waits for itself to answer); web and URL."""
+    with ThreadPoolExecutor(2) as pool:
+        worker = pool.submit(procs.start_worker, env)
+        web = pool.submit(procs.start_web, env)
+        worker.result()
+        return web.result()
+
+
+def stored_event_ids(sink_dir: Path) -> Counter[str]:
+    return Counter(r.record["provenance"]["eventId"] for r in records_at(str(sink_dir)))
+
+
+def test_concurrent_signed_events_are_stored_once_each(
+    env: dict[str, str], procs: ProcessGroup, sink_dir: Path
+) -> None:
+    _, base = start_stack(procs, env)
+    tag = uuid.uuid4().hex[:8]
+
+    def client(worker: int) -> list[tuple[str, int]]:
+        mine = range(worker * 15, worker * 15 + 15)
+        with requests.Session() as session:
+            answers = [post_event(session, base, n, tag) for n in mine]
+            # A delivery retried after its answer: the same webhook-id and body again.
+            return answers + [post_event(session, base, n, tag) for n in list(mine)[:3]]
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = [a for batch in pool.map(client, range(20)) for a in batch]
+    codes = Counter(code for _, code in answers)
+    assert codes == {202: 300, 200: 60}
+    accepted = {msg_id for msg_id, code in answers if code == 202}
+    wait_for(lambda: sum(stored_event_ids(sink_dir).values()) >= 300, 30, 0.2, "300 records")
+    assert stored_event_ids(sink_dir) == Counter(accepted)
+    report = verify_records(records_at(str(sink_dir)))
+    assert report.ok and report.records == 300, report.details
+    provenance = next(iter(records_at(str(sink_dir)))).record["provenance"]
+    assert provenance["sourceType"] == "HTTP" and provenance["purpose"] == "case-4711"
+    assert provenance["batchId"] and provenance["observedAt"]
+
+
+def test_identical_concurrent_requests_are_accepted_once(
+    env: dict[str, str], procs: ProcessGroup
+) -> None:
+    _, base = procs.start_web(env)
+    body, headers = signed({"race": True}, f"race-{uuid.uuid4().hex}")
+    start = threading.Barrier(20)
+
+    def send(_: int) -> int:
+        start.wait()
+        url = f"{base}/v1/webhooks/acme"
+        # A new connection each: keep-alive connections would hold up the web's shutdown.
+        return requests.post(url, data=body, headers=headers, timeout=10).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        codes = Counter(pool.map(send, range(20)))
+    assert codes[202] == 1
+    assert set(codes) <= {202, 409, 200}
+
+
+def test_rate_limits_hold_across_two_web_processes(
+    env: dict[str, str], procs: ProcessGroup
+) -> None:
+    bases = [procs.start_web(env, workers=1)[1] for _ in range(2)]
+    sessions = [requests.Session() for _ in bases]
+    started = time.monotonic()
+    codes: Counter[int] = Counter()
+    for n in range(40):
+        i = n % 2
+        url = f"{bases[i]}/v1/webhooks/tiny"
+        codes[sessions[i].post(url, json={"n": n}, timeout=10).status_code] += 1
+    elapsed = time.monotonic() - started
+    for session in sessions:
+        session.close()
+    assert codes[202] <= TINY_BURST + TINY_RATE * elapsed + 1
+    assert codes[202] >= TINY_BURST and codes[429] > 0
+    assert set(codes) == {202, 429}
+
+
+def test_every_202_survives_kill_9_of_the_web(
+    env: dict[str, str], procs: ProcessGroup, sink_dir: Path
+) -> None:
+    web, base = start_stack(procs, env)
+    tag = uuid.uuid4().hex[:8]
+    answers: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def client(worker: int) -> None:
+        session = requests.Session()
+        for n in range(worker * 1000, worker * 1000 + 100):
+            answer = post_event(session, base, n, tag)
+            with lock:
+                answers.append(answer)
+            if answer[1] == 0:
+                return
+
+    with ThreadPoolExecutor(10) as pool:
+        futures = [pool.submit(client, w) for w in range(10)]
+        wait_for(lambda: sum(code == 202 for _, code in answers) >= 80, 30, 0.01, "202s")
+        # The master and its gevent workers: nothing of the web may flush anything on exit.
+        web.signal_group(signal.SIGKILL)
+        for future in futures:
+            future.result()
+    accepted = {msg_id for msg_id, code in answers if code == 202}
+    assert len(accepted) >= 80
+
+    _, base = procs.start_web(env)
+    with requests.Session() as session:
+        assert post_event(session, base, -1, tag)[1] == 202
+    accepted.add(f"{tag}--1")
+    wait_for(lambda: accepted <= set(stored_event_ids(sink_dir)), 30, 0.2, "accepted events")
+    stored = stored_event_ids(sink_dir)
+    assert max(stored.values()) == 1
+    assert verify_records(records_at(str(sink_dir))).ok
