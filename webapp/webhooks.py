@@ -72,7 +72,8 @@ class _Services:
 def _check_sources(state: BlueprintSetupState) -> None:
     # A source that could never verify a request stops the start, like any bad config key.
     try:
-        webhook_sources(state.app.extensions["ingest.settings"].http)
+        config = state.app.extensions["ingest.settings"]
+        webhook_sources(config.http, config.schemas_dir)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -112,7 +113,8 @@ def _build_services() -> _Services:
     if broker.startswith(("redis://", "rediss://", "unix://")):
         broker_client = client if broker == cfg.redis_url else _redis_client(broker)
         backlog = QueueDepthGauge(broker_client, QUEUE, max_age=0.1)
-    return _Services(webhook_sources(cfg.http), TokenBucket(client), keys, backlog)
+    sources = webhook_sources(cfg.http, cfg.schemas_dir)
+    return _Services(sources, TokenBucket(client), keys, backlog)
 
 
 def _redis_client(url: str) -> redis.Redis:
@@ -283,6 +285,7 @@ def receive_event(source: str) -> Response:
     decisions = _charge(services, src, 1)
     if parsed is None:
         raise error or ApiError(400, "the body is not a JSON event")
+    _check_schema(src, [parsed])
     key = idempotency_key(_headers(), parsed.event, src.id_field, parsed.content_hash)
     result = {"eventId": key, "contentHash": parsed.content_hash}
     if services.keys is not None:
@@ -294,6 +297,17 @@ def receive_event(source: str) -> Response:
             raise _refusal(claim.outcome, key)
     _publish(services, src, [_entry(parsed, key, src, epoch)], [key])
     return _answer(202, {"status": "accepted", **result}, decisions)
+
+
+def _check_schema(source: WebhookSource, events: Sequence[ParsedEvent]) -> None:
+    """400 when an event fails its source's schema; a batch is refused whole, naming the event."""
+    if source.event_schema is None:
+        return
+    for index, parsed in enumerate(events):
+        problem = source.event_schema.problem(parsed.event)
+        if problem is not None:
+            where = f"event {index}: " if len(events) > 1 else ""
+            raise ApiError(400, where + problem)
 
 
 def _request_key() -> str | None:
@@ -325,6 +339,7 @@ def receive_batch(source: str) -> Response:
     decisions = _charge(services, src, len(events) if events else 1)
     if events is None:
         raise error or ApiError(400, "the body is not a batch of JSON events")
+    _check_schema(src, events)
     request_key = _request_key() if services.keys is not None else None
     batch_hash = hashlib.sha256("\n".join(e.content_hash for e in events).encode()).hexdigest()
     if request_key is not None and services.keys is not None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ingest.config import HttpConfig, SourceConfig
+from ingest.http.event_schema import EventSchema, load_event_schema
 from ingest.http.idempotency import ClaimOutcome
 from ingest.http.signatures import SignatureConfig, check_signature_config
 
@@ -49,9 +50,12 @@ class WebhookSource:
     id_field: str | None
     observed_at_field: str | None
     rate_checks: tuple[RateCheck, ...]
+    event_schema: EventSchema | None = None
 
     @classmethod
-    def from_config(cls, name: str, source: SourceConfig, http: HttpConfig) -> WebhookSource:
+    def from_config(
+        cls, name: str, source: SourceConfig, http: HttpConfig, schemas_dir: str | None = None
+    ) -> WebhookSource:
         """Prepare ``source``; ``ValueError`` naming the source when it could never verify."""
         sig = source.signature
         signature = SignatureConfig(
@@ -65,6 +69,12 @@ class WebhookSource:
             check_signature_config(signature)
         except ValueError as exc:
             raise ValueError(f"http.sources.{name}.signature: {exc}") from None
+        schema = None
+        if source.event_schema:
+            try:
+                schema = load_event_schema(source.event_schema, schemas_dir)
+            except ValueError as exc:
+                raise ValueError(f"http.sources.{name}.eventSchema: {exc}") from None
         own = source.rate_limit or http.rate_limit
         glob = http.global_rate_limit
         return cls(
@@ -78,6 +88,7 @@ class WebhookSource:
                 (f"webhooks:source:{name}", own.max_per_second, own.burst_size),
                 (GLOBAL_BUCKET, glob.max_per_second, glob.burst_size),
             ),
+            event_schema=schema,
         )
 
     def smallest_burst(self) -> int:
@@ -85,9 +96,12 @@ class WebhookSource:
         return min(burst for _, _, burst in self.rate_checks)
 
 
-def webhook_sources(http: HttpConfig) -> dict[str, WebhookSource]:
+def webhook_sources(http: HttpConfig, schemas_dir: str | None = None) -> dict[str, WebhookSource]:
     """Every configured source by name; ``ValueError`` names the first misconfigured one."""
-    return {name: WebhookSource.from_config(name, cfg, http) for name, cfg in http.sources.items()}
+    return {
+        name: WebhookSource.from_config(name, cfg, http, schemas_dir)
+        for name, cfg in http.sources.items()
+    }
 
 
 def epoch_to_iso(seconds: float) -> str:

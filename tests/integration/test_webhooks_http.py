@@ -472,3 +472,37 @@ def test_publisher_names_match_the_worker() -> None:
     from tasks.webhooks import TASK_NAME
 
     assert (publisher.QUEUE, publisher.TASK_NAME) == (QUEUE_WEBHOOKS, TASK_NAME)
+
+
+class TestEventSchema:
+    """A source's eventSchema: events that fail it get 400 with the reason; nothing is kept."""
+
+    def schema_client(self, redis_url: str) -> FlaskClient:
+        settings = config(redis_url)
+        settings.http.sources["open"].event_schema = "webhook_event"
+        return create_app(settings).test_client()
+
+    def test_valid_event_is_accepted(self, redis_url: str, redis_client: redis.Redis) -> None:
+        answer = self.schema_client(redis_url).post("/v1/webhooks/open", json={"type": "ping"})
+        assert answer.status_code == 202
+
+    def test_event_failing_the_schema_is_400_with_the_reason(
+        self, redis_url: str, redis_client: redis.Redis
+    ) -> None:
+        answer = self.schema_client(redis_url).post("/v1/webhooks/open", json={"kind": "ping"})
+        assert answer.status_code == 400
+        assert "webhook_event" in answer.get_json()["error"]
+        assert "'type' is a required property" in answer.get_json()["error"]
+
+    def test_batch_names_the_failing_event(self, redis_url: str, redis_client: redis.Redis) -> None:
+        body = [{"type": "a"}, {"type": 5}]
+        answer = self.schema_client(redis_url).post("/v1/webhooks/open/batch", json=body)
+        assert answer.status_code == 400 and answer.get_json()["error"].startswith("event 1:")
+
+    def test_missing_schema_stops_start_up(self, redis_url: str) -> None:
+        from ingest.config import ConfigError
+
+        settings = config(redis_url)
+        settings.http.sources["open"].event_schema = "no_such_schema"
+        with pytest.raises(ConfigError, match=r"eventSchema.*no_such_schema"):
+            create_app(settings)
