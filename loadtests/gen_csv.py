@@ -16,10 +16,41 @@ __all__ = ["generate", "main"]
 HEADER = "id,observed_at,category,title,notes,email,score,latitude,longitude"
 CATEGORIES = ("person", "organisation", "vessel", "aircraft", "location", "event")
 WORDS = (
-    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
-    "juliett", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
-    "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "harbour",
-    "cargo", "route", "signal", "report", "sighting", "contact", "transfer", "meeting",
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliett",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+    "harbour",
+    "cargo",
+    "route",
+    "signal",
+    "report",
+    "sighting",
+    "contact",
+    "transfer",
+    "meeting",
     "account",
 )
 DOMAINS = ("example.org", "mail.example.com", "example.net")
@@ -42,22 +73,32 @@ def _text(rng: random.Random, words: int, newline_rate: float) -> str:
 def _row(rng: random.Random, n: int, newline_rate: float) -> str:
     ts = f"2026-{1 + n % 12:02d}-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:{(n * 7) % 60:02d}Z"
     r = rng.random()
-    return ",".join((
-        f"e-{n:08d}", ts, CATEGORIES[n % len(CATEGORIES)],
-        _text(rng, 1 + n % 2, newline_rate), _text(rng, 2 + n % 4, newline_rate),
-        f"{WORDS[n % len(WORDS)]}{n % 1000}@{DOMAINS[n % len(DOMAINS)]}", f"{r * 100:.2f}",
-        f"{(r * 7919) % 180 - 90:.4f}", f"{(r * 104729) % 360 - 180:.4f}",
-    ))
+    return ",".join(
+        (
+            f"e-{n:08d}",
+            ts,
+            CATEGORIES[n % len(CATEGORIES)],
+            _text(rng, 1 + n % 2, newline_rate),
+            _text(rng, 2 + n % 4, newline_rate),
+            f"{WORDS[n % len(WORDS)]}{n % 1000}@{DOMAINS[n % len(DOMAINS)]}",
+            f"{r * 100:.2f}",
+            f"{(r * 7919) % 180 - 90:.4f}",
+            f"{(r * 104729) % 360 - 180:.4f}",
+        )
+    )
 
 
-def generate(rows: int, seed: int = 0, newline_rate: float = 0.0005,
-             line_ending: str = "\n") -> Iterator[str]:
+def generate(
+    rows: int, seed: int = 0, newline_rate: float = 0.0005, line_ending: str = "\n"
+) -> Iterator[str]:
     """Yield the CSV text in batches: the header first, then ``rows`` rows; same seed, same text."""
     rng = random.Random(seed)
     yield HEADER + line_ending
     for batch_start in range(0, rows, BATCH_ROWS):
-        batch = [_row(rng, n, newline_rate)
-                 for n in range(batch_start, min(rows, batch_start + BATCH_ROWS))]
+        batch = [
+            _row(rng, n, newline_rate)
+            for n in range(batch_start, min(rows, batch_start + BATCH_ROWS))
+        ]
         yield line_ending.join(batch) + line_ending
 
 
@@ -67,8 +108,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--newline-rate", type=float, default=0.0005,
-                        help="chance that a free-text field holds a newline")
+    parser.add_argument(
+        "--newline-rate",
+        type=float,
+        default=0.0005,
+        help="chance that a free-text field holds a newline",
+    )
     parser.add_argument("--crlf", action="store_true", help="end lines with CRLF")
     args = parser.parse_args(argv)
     ending = "\r\n" if args.crlf else "\n"

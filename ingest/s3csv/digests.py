@@ -8,6 +8,7 @@ digests or as an Arrow string array of lower-case hex.
 from __future__ import annotations
 
 import binascii
+import itertools
 from hashlib import sha256
 
 import numpy as np
@@ -16,6 +17,7 @@ import pyarrow as pa
 __all__ = ["DIGEST_SIZE", "hex_digests", "record_digests"]
 
 DIGEST_SIZE = 32
+HASH_BATCH_BYTES = 1 << 20
 _HASH_TYPE = type(sha256())
 
 
@@ -39,8 +41,15 @@ def _line_separator(data: bytes, newlines: np.ndarray) -> bytes | None:
     return None
 
 
-def record_digests(data: bytes, starts: np.ndarray, ends: np.ndarray,
-                   newlines: np.ndarray) -> np.ndarray:
+def _batches(starts: np.ndarray, batch_bytes: int) -> list[tuple[int, int]]:
+    marks = np.arange(int(starts[0]) + batch_bytes, int(starts[-1]), batch_bytes)
+    cuts = np.unique(np.concatenate(([0], np.searchsorted(starts, marks), [len(starts)])))
+    return [(int(i), int(j)) for i, j in itertools.pairwise(cuts) if j > i]
+
+
+def record_digests(
+    data: bytes, starts: np.ndarray, ends: np.ndarray, newlines: np.ndarray
+) -> np.ndarray:
     """Return the SHA-256 digests, shape ``(n, 32)``, of the records ``data[starts[i]:ends[i]]``.
 
     ``ends`` exclude the line terminator; ``newlines`` are all LF positions in ``data``.
@@ -50,19 +59,27 @@ def record_digests(data: bytes, starts: np.ndarray, ends: np.ndarray,
     separator = _line_separator(data, newlines) if len(newlines) else None
     if separator is None:
         return _digest_spans(data, starts, ends)
-    # bytes.split is far cheaper than one slice per record; hash every physical line,
-    # then patch the records that are not exactly one line (quoted newlines, a bare CR).
+    # bytes.split is far cheaper than one slice per record: hash every physical line, then
+    # patch the records that are not exactly one line (quoted newlines, a bare CR). Batches
+    # of about a MiB keep the short-lived line objects in cache.
     line_of = np.searchsorted(newlines, starts)
     on_last_line = line_of >= len(newlines)
-    line_end = np.where(on_last_line, len(data),
-                        newlines[np.minimum(line_of, len(newlines) - 1)] - (len(separator) - 1))
-    digests = _digest_all(data.split(separator))
-    # Usually record i is line i; only blank lines and quoted newlines need a reindex.
-    digests = digests[: len(starts)] if line_of[-1] == len(starts) - 1 else digests[line_of]
+    line_end = np.where(
+        on_last_line,
+        len(data),
+        newlines[np.minimum(line_of, len(newlines) - 1)] - (len(separator) - 1),
+    )
+    digests = np.empty((len(starts), DIGEST_SIZE), dtype=np.uint8)
+    for first, stop in _batches(starts, HASH_BATCH_BYTES):
+        piece = data[int(starts[first]) : int(ends[stop - 1])]
+        line_digests = _digest_all(piece.split(separator))
+        lines = line_of[first:stop] - line_of[first]
+        if lines[-1] == stop - first - 1:  # one record per line: no reindexing needed
+            digests[first:stop] = line_digests[: stop - first]
+        else:
+            digests[first:stop] = line_digests[lines]
     other = np.flatnonzero(line_end != ends)
     if len(other):
-        if not digests.flags.writeable:  # a view of the joined bytes, not a reindexed copy
-            digests = digests.copy()
         digests[other] = _digest_spans(data, starts[other], ends[other])
     return digests
 

@@ -54,8 +54,14 @@ def parse_header(raw: bytes, dialect: CsvDialect) -> tuple[str, ...]:
     except UnicodeDecodeError as exc:
         raise CsvFormatError(f"the header is not valid {dialect.encoding}: {exc.reason}") from exc
     try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter,
-                               quotechar=dialect.quotechar, strict=True))
+        rows = list(
+            csv.reader(
+                io.StringIO(text, newline=""),
+                delimiter=dialect.delimiter,
+                quotechar=dialect.quotechar,
+                strict=True,
+            )
+        )
     except csv.Error as exc:
         raise CsvFormatError(f"the header is not a CSV record: {exc}") from exc
     if len(rows) != 1:

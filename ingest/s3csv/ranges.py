@@ -14,6 +14,7 @@ keeps boundaries consistent but puts the lines between them into one range.
 from __future__ import annotations
 
 import codecs
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -44,6 +45,36 @@ class CsvFormatError(ValueError):
     """The object cannot be read as CSV at all (as opposed to one bad record)."""
 
 
+@functools.lru_cache(maxsize=64)
+def _bytes_are_unambiguous(encoding: str, specials: str) -> bool:
+    """Whether each special character is one ASCII byte that no other character contains.
+
+    Boundaries are found on raw bytes; that rules out UTF-16/32, 7-bit stateful codecs
+    (ISO-2022, UTF-7) and double-byte codecs whose second byte may be ASCII (Shift-JIS
+    and GBK with ``|``, for instance).
+    """
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError as exc:
+        raise ValueError(f"unknown encoding {encoding!r}") from exc
+    if name.startswith(("iso2022", "utf-7", "hz")):
+        return False
+    for char in specials:
+        if char.encode(name).removeprefix(UTF8_BOM) != char.encode("ascii"):
+            return False
+        # No valid character may have the special byte as its second half.
+        if any(_decodes_to_one_char(bytes((lead, ord(char))), name) for lead in range(0x80, 0x100)):
+            return False
+    return True
+
+
+def _decodes_to_one_char(pair: bytes, encoding: str) -> bool:
+    try:
+        return len(pair.decode(encoding)) == 1
+    except UnicodeDecodeError:
+        return False
+
+
 @dataclass(frozen=True)
 class CsvDialect:
     """How the CSV is written; delimiter and quote char are single ASCII characters."""
@@ -60,15 +91,11 @@ class CsvDialect:
                 raise ValueError(f"{name} must be one ASCII character, not CR or LF: {value!r}")
         if self.delimiter == self.quotechar:
             raise ValueError("delimiter and quotechar must differ")
-        # Boundaries are found on raw bytes, so LF, quote and delimiter must each be one
-        # byte that never occurs inside another character (rules out UTF-16/32).
-        probe = f"\n{self.quotechar}{self.delimiter}"
-        try:
-            encoded = probe.encode(self.encoding).removeprefix(UTF8_BOM)  # utf-8-sig
-        except LookupError as exc:
-            raise ValueError(f"unknown encoding {self.encoding!r}") from exc
-        if encoded != probe.encode("ascii"):
-            raise ValueError(f"encoding {self.encoding!r} is not ASCII-compatible")
+        if not _bytes_are_unambiguous(self.encoding, f"\n{self.quotechar}{self.delimiter}"):
+            raise ValueError(
+                f"encoding {self.encoding!r} cannot be split on raw bytes: LF, "
+                f"{self.quotechar!r} or {self.delimiter!r} may be part of a character"
+            )
 
     @property
     def quote_byte(self) -> int:
@@ -123,7 +150,7 @@ def scan_newlines(data: bytes | memoryview, quote: int, parity: int = 0) -> Newl
     newlines: list[np.ndarray] = []
     ends: list[np.ndarray] = []
     for offset in range(0, len(view), SCAN_BLOCK):
-        block = np.frombuffer(view[offset:offset + SCAN_BLOCK], dtype=np.uint8)
+        block = np.frombuffer(view[offset : offset + SCAN_BLOCK], dtype=np.uint8)
         quotes = np.flatnonzero(block == quote)
         lfs = np.flatnonzero(block == LF)
         # Quotes before each LF, plus the carry, decide whether that LF is inside a field.
@@ -134,8 +161,11 @@ def scan_newlines(data: bytes | memoryview, quote: int, parity: int = 0) -> Newl
     if not newlines:
         empty = np.empty(0, dtype=np.int64)
         return NewlineScan(empty, empty, parity)
-    return NewlineScan(np.concatenate(newlines).astype(np.int64, copy=False),
-                       np.concatenate(ends).astype(np.int64, copy=False), parity)
+    return NewlineScan(
+        np.concatenate(newlines).astype(np.int64, copy=False),
+        np.concatenate(ends).astype(np.int64, copy=False),
+        parity,
+    )
 
 
 def plan_ranges(size: int, range_size: int) -> list[tuple[int, int]]:
@@ -202,17 +232,22 @@ class _BoundaryScanner:
         body_start = self.body_start
         if not self.dialect.header and self.head.startswith(UTF8_BOM):
             body_start = len(UTF8_BOM)
+        if body_start >= self.size:
+            return BoundaryIndex(header, [], self.quoted_newlines)
         starts = {body_start: self.body_first_line}
         starts.update((s, line) for s, line in self.starts.items() if body_start < s < self.size)
-        ordered = sorted(s for s in starts if s < self.size)
+        ordered = sorted(starts)
         ends = [*ordered[1:], self.size]
-        ranges = [ByteRange(i, start, end, starts[start])
-                  for i, (start, end) in enumerate(zip(ordered, ends[: len(ordered)], strict=True))]
+        ranges = [
+            ByteRange(i, start, end, starts[start])
+            for i, (start, end) in enumerate(zip(ordered, ends, strict=True))
+        ]
         return BoundaryIndex(header, ranges, self.quoted_newlines)
 
 
-def index_boundaries(chunks: Iterable[bytes], size: int, range_size: int,
-                     dialect: CsvDialect) -> BoundaryIndex:
+def index_boundaries(
+    chunks: Iterable[bytes], size: int, range_size: int, dialect: CsvDialect
+) -> BoundaryIndex:
     """Stream an object's bytes once and return its header and record-aligned ranges.
 
     ``chunks`` are the object's bytes in order, in pieces of any size; ``size`` is the

@@ -50,8 +50,12 @@ ZSTD_SUFFIXES = (".zst", ".zstd")
 ZSTD_INPUT_PIECE = 256 << 10
 # botocore retries the request, not the reading of a body that breaks half-way.
 BODY_READ_ATTEMPTS = 4
-_BODY_ERRORS = (ResponseStreamingError, ReadTimeoutError, IncompleteReadError,
-                ConnectionClosedError)
+_BODY_ERRORS = (
+    ResponseStreamingError,
+    ReadTimeoutError,
+    IncompleteReadError,
+    ConnectionClosedError,
+)
 _CLIENT_CONFIG = Config(
     retries={"max_attempts": 5, "mode": "standard"},
     connect_timeout=5,
@@ -88,17 +92,20 @@ def s3_client(endpoint_url: str | None, region: str | None = None) -> S3Client:
         if client is None:
             # A Session is not thread-safe, so each client is made from its own, under the lock.
             client = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint_url, region_name=region, config=_CLIENT_CONFIG)
+                "s3", endpoint_url=endpoint_url, region_name=region, config=_CLIENT_CONFIG
+            )
             _clients[key] = client
         return client
 
 
-def list_objects(client: S3Client, bucket: str, prefix: str,
-                 page_size: int = 1000) -> Iterator[ObjectInfo]:
+def list_objects(
+    client: S3Client, bucket: str, prefix: str, page_size: int = 1000
+) -> Iterator[ObjectInfo]:
     """Yield the objects under ``prefix``, one listing page at a time, skipping "directory" keys."""
     paginator = client.get_paginator("list_objects_v2")
-    pages = paginator.paginate(Bucket=bucket, Prefix=prefix,
-                               PaginationConfig={"PageSize": page_size})
+    pages = paginator.paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
+    )
     for page in pages:
         for item in page.get("Contents", []):
             if item["Key"].endswith("/"):
@@ -106,8 +113,9 @@ def list_objects(client: S3Client, bucket: str, prefix: str,
             yield ObjectInfo(item["Key"], int(item["Size"]), item["ETag"].strip('"'))
 
 
-def _get_object(client: S3Client, bucket: str, key: str, etag: str | None,
-                byte_range: str | None = None) -> dict[str, Any]:
+def _get_object(
+    client: S3Client, bucket: str, key: str, etag: str | None, byte_range: str | None = None
+) -> dict[str, Any]:
     params: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if byte_range:
         params["Range"] = byte_range
@@ -119,16 +127,19 @@ def _get_object(client: S3Client, bucket: str, key: str, etag: str | None,
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if error.get("Code") == "PreconditionFailed" or status == 412:
-            raise ObjectChangedError(f"s3://{bucket}/{key} changed: its ETag is no longer "
-                                     f"{etag}") from exc
+            raise ObjectChangedError(
+                f"s3://{bucket}/{key} changed: its ETag is no longer {etag}"
+            ) from exc
         if error.get("Code") == "InvalidRange" or status == 416:
-            raise ObjectChangedError(f"s3://{bucket}/{key} is shorter than planned "
-                                     f"({byte_range})") from exc
+            raise ObjectChangedError(
+                f"s3://{bucket}/{key} is shorter than planned ({byte_range})"
+            ) from exc
         raise
 
 
-def read_range(client: S3Client, bucket: str, key: str, start: int, end: int,
-               etag: str | None = None) -> bytes:
+def read_range(
+    client: S3Client, bucket: str, key: str, start: int, end: int, etag: str | None = None
+) -> bytes:
     """Return the bytes ``[start, end)`` of an object; with ``etag``, only of that version."""
     if end <= start:
         return b""
@@ -144,13 +155,19 @@ def read_range(client: S3Client, bucket: str, key: str, start: int, end: int,
         finally:
             response["Body"].close()
     if len(data) != end - start:
-        raise ObjectChangedError(f"s3://{bucket}/{key}: asked for {end - start} bytes at "
-                                 f"{start}, got {len(data)}")
+        raise ObjectChangedError(
+            f"s3://{bucket}/{key}: asked for {end - start} bytes at {start}, got {len(data)}"
+        )
     return data
 
 
-def iter_object(client: S3Client, bucket: str, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                etag: str | None = None) -> Iterator[bytes]:
+def iter_object(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    etag: str | None = None,
+) -> Iterator[bytes]:
     """Stream a whole object in chunks of at most ``chunk_size`` bytes.
 
     A body that breaks off is resumed with a ranged GET from the last byte received,
@@ -222,7 +239,7 @@ def _unzstd(chunks: Iterable[bytes]) -> Iterator[bytes]:
     frame, started = context.decompressobj(), False
     for chunk in chunks:
         for start in range(0, len(chunk), ZSTD_INPUT_PIECE):
-            data = chunk[start:start + ZSTD_INPUT_PIECE]
+            data = chunk[start : start + ZSTD_INPUT_PIECE]
             while data:
                 started = True
                 yield frame.decompress(data)
@@ -245,15 +262,19 @@ def _rechunk(pieces: Iterable[bytes], chunk_size: int) -> Iterator[bytes]:
             joined = b"".join(pending)
             whole = size - size % chunk_size
             for offset in range(0, whole, chunk_size):
-                yield joined[offset:offset + chunk_size]
+                yield joined[offset : offset + chunk_size]
             pending, size = [joined[whole:]], size - whole
     if size:
         yield b"".join(pending)
 
 
-def iter_decompressed(client: S3Client, bucket: str, key: str,
-                      chunk_size: int = DEFAULT_CHUNK_SIZE,
-                      etag: str | None = None) -> Iterator[bytes]:
+def iter_decompressed(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    etag: str | None = None,
+) -> Iterator[bytes]:
     """Stream the decompressed bytes of an object in chunks of at most ``chunk_size`` bytes.
 
     Memory stays at a few chunks. Objects that are not compressed (see

@@ -1,10 +1,10 @@
 """Turn a buffer of whole CSV records into a table of strings, with content hashes and lineage.
 
 Records are found by quote parity (see :mod:`ingest.s3csv.ranges`), hashed in bulk, and
-parsed by ``pyarrow.csv`` block by block. A block whose parse fails or whose row count
-disagrees with its record count is parsed again record by record
-(:mod:`ingest.s3csv.slow_path`), so a bad record costs its block some speed and is
-rejected alone; it never fails the range.
+parsed by ``pyarrow.csv`` block by block (:mod:`ingest.s3csv.arrow_csv`). A block
+pyarrow cannot be trusted with is halved until the pieces that still fail are small,
+and those are parsed record by record (:mod:`ingest.s3csv.slow_path`): a bad record
+costs little time, is rejected alone, and never fails the range.
 """
 
 from __future__ import annotations
@@ -12,26 +12,27 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from hashlib import sha256
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from ingest.hashing import sha256_hex
+from ingest.s3csv.arrow_csv import empty_table, parse_block
 from ingest.s3csv.digests import DIGEST_SIZE, hex_digests, record_digests
 from ingest.s3csv.header import parse_header, validate_names
 from ingest.s3csv.ranges import UTF8_BOM, CsvDialect, CsvFormatError, scan_newlines
-from ingest.s3csv.slow_path import RecordSpan, SlowParse, parse_slowly
+from ingest.s3csv.slow_path import RecordSpan, SlowParse, parse_slowly, slow_table
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "CsvFormatError", "ParsedRange", "RejectedRecord", "parse_records"]
 
 # Bytes handed to one pyarrow parse: large enough that per-call cost vanishes, small
 # enough that one bad record sends little data down the slow path.
 DEFAULT_BLOCK_SIZE = 16 << 20
+# A refused block is halved until its pieces are this small; only those go record by record.
+SLOW_PATH_BYTES = 64 << 10
 CR = 0x0D
-LF = 0x0A
 
 
 @dataclass(frozen=True)
@@ -80,15 +81,6 @@ class _Layout:
     unterminated: bool  # the last record runs to the end of the data inside quotes
 
 
-@dataclass
-class _Parts:
-    tables: list[pa.Table] = field(default_factory=list)
-    digests: list[np.ndarray] = field(default_factory=list)
-    line_index: list[np.ndarray] = field(default_factory=list)
-    starts: list[np.ndarray] = field(default_factory=list)
-    slow: list[SlowParse] = field(default_factory=list)
-
-
 def _layout(data: bytes, dialect: CsvDialect) -> _Layout:
     scan = scan_newlines(data, dialect.quote_byte)
     starts = np.concatenate(([0], scan.record_ends + 1))
@@ -102,8 +94,14 @@ def _layout(data: bytes, dialect: CsvDialect) -> _Layout:
     ends = stops - ((stops > starts) & (as_bytes[np.maximum(stops - 1, 0)] == CR))
     keep = ends > starts
     starts, ends = starts[keep], ends[keep]
-    return _Layout(starts, ends, np.searchsorted(scan.newlines, starts), scan.newlines,
-                   int((~keep).sum()), scan.parity == 1)
+    return _Layout(
+        starts,
+        ends,
+        np.searchsorted(scan.newlines, starts),
+        scan.newlines,
+        int((~keep).sum()),
+        scan.parity == 1,
+    )
 
 
 def _blocks(layout: _Layout, data_size: int, block_size: int) -> list[tuple[int, int, bool]]:
@@ -111,165 +109,150 @@ def _blocks(layout: _Layout, data_size: int, block_size: int) -> list[tuple[int,
     count = len(layout.starts)
     fast_end = count - 1 if layout.unterminated else count
     marks = np.arange(block_size, data_size, block_size)
-    cuts = np.unique(np.concatenate(([0], np.searchsorted(layout.starts[:fast_end], marks),
-                                     [fast_end])))
+    cuts = np.unique(
+        np.concatenate(([0], np.searchsorted(layout.starts[:fast_end], marks), [fast_end]))
+    )
     blocks = [(int(i), int(j), False) for i, j in itertools.pairwise(cuts) if j > i]
     if layout.unterminated:
         blocks.append((count - 1, count, True))
     return blocks
 
 
-def _read_arrow(buffer: bytes | memoryview, names: Sequence[str], dialect: CsvDialect,
-                use_threads: bool) -> pa.Table:
-    """Parse UTF-8 CSV bytes (whatever ``dialect.encoding``) as string columns ``names``."""
-    return pacsv.read_csv(
-        pa.py_buffer(buffer),
-        read_options=pacsv.ReadOptions(column_names=list(names), use_threads=use_threads),
-        parse_options=pacsv.ParseOptions(delimiter=dialect.delimiter,
-                                         quote_char=dialect.quotechar, newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
-                                             strings_can_be_null=False),
-    )
+class _RangeParser:
+    """One :func:`parse_records` call: the data, its records, and the parts parsed so far."""
+
+    def __init__(
+        self, data: bytes, names: tuple[str, ...], dialect: CsvDialect, use_threads: bool
+    ) -> None:
+        self.data, self.names, self.dialect, self.use_threads = data, names, dialect, use_threads
+        self.layout = _layout(data, dialect)
+        self.digests = np.empty((0, DIGEST_SIZE), dtype=np.uint8)
+        self.tables: list[pa.Table] = []
+        self.digest_parts: list[np.ndarray] = []
+        self.line_index: list[np.ndarray] = []
+        self.starts: list[np.ndarray] = []
+        self.slow_parts: list[SlowParse] = []
+
+    def hash_records(self) -> None:
+        layout = self.layout
+        self.digests = record_digests(self.data, layout.starts, layout.ends, layout.newlines)
+
+    def fast(self, first: int, stop: int) -> pa.Table | None:
+        end = int(self.layout.starts[stop]) if stop < len(self.layout.starts) else len(self.data)
+        block = memoryview(self.data)[int(self.layout.starts[first]) : end]
+        return parse_block(block, stop - first, self.names, self.dialect, self.use_threads)
+
+    def fast_all(self, blocks: list[tuple[int, int, bool]]) -> list[pa.Table | None]:
+        return [None if slow else self.fast(first, stop) for first, stop, slow in blocks]
+
+    def add_fast(self, table: pa.Table, first: int, stop: int) -> None:
+        self.tables.append(table)
+        self.digest_parts.append(self.digests[first:stop])
+        self.line_index.append(self.layout.line_index[first:stop])
+        self.starts.append(self.layout.starts[first:stop])
+
+    def add_slow(self, first: int, stop: int) -> None:
+        layout = self.layout
+        spans = map(
+            RecordSpan,
+            layout.starts[first:stop].tolist(),
+            layout.ends[first:stop].tolist(),
+            layout.line_index[first:stop].tolist(),
+        )
+        slow = parse_slowly(self.data, spans, len(self.names), self.dialect)
+        self.tables.append(slow_table(slow, self.names, self.dialect, self.use_threads))
+        digests = b"".join(sha256(self.data[s.start : s.end]).digest() for s in slow.good)
+        self.digest_parts.append(np.frombuffer(digests, dtype=np.uint8).reshape(-1, DIGEST_SIZE))
+        self.line_index.append(np.array([s.line for s in slow.good], dtype=np.int64))
+        self.starts.append(np.array([s.start for s in slow.good], dtype=np.int64))
+        self.slow_parts.append(slow)
+
+    def bisect(self, first: int, stop: int) -> None:
+        """Narrow a refused block down by halves, so only small pieces go record by record."""
+        starts = self.layout.starts
+        end = int(starts[stop]) if stop < len(starts) else len(self.data)
+        if stop - first < 2 or end - int(starts[first]) <= SLOW_PATH_BYTES:
+            self.add_slow(first, stop)
+            return
+        middle = int(np.searchsorted(starts, (int(starts[first]) + end) // 2))
+        middle = min(max(middle, first + 1), stop - 1)
+        for lo, hi in ((first, middle), (middle, stop)):
+            table = self.fast(lo, hi)
+            if table is None:
+                self.bisect(lo, hi)
+            else:
+                self.add_fast(table, lo, hi)
+
+    def result(self, first_line: int, base_offset: int) -> ParsedRange:
+        def joined(arrays: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int64)
+
+        table = pa.concat_tables(self.tables) if self.tables else empty_table(self.names)
+        hashes = pa.chunked_array([hex_digests(d) for d in self.digest_parts], type=pa.string())
+        rejected = [
+            RejectedRecord(
+                first_line + span.line,
+                base_offset + span.start,
+                self.data[span.start : span.end],
+                reason,
+            )
+            for slow in self.slow_parts
+            for span, reason in slow.bad
+        ]
+        rejected.sort(key=lambda r: r.byte_offset)
+        blank = self.layout.blank_lines + sum(slow.blank_lines for slow in self.slow_parts)
+        return ParsedRange(
+            table,
+            hashes,
+            first_line + joined(self.line_index),
+            base_offset + joined(self.starts),
+            rejected,
+            blank,
+        )
 
 
-def _empty_table(names: Sequence[str]) -> pa.Table:
-    return pa.table({name: pa.array([], type=pa.string()) for name in names})
-
-
-def _quotes_follow_rfc4180(block: bytes, dialect: CsvDialect) -> bool:
-    """Whether every quote opens a field, closes one, or is half of an escaped ``""``.
-
-    Then quote parity is exactly the parser's "inside a quoted field" state, so pyarrow's
-    rows line up with the parity records; stray quotes (``5" pipe``) could shift rows
-    while keeping their count, so such blocks go down the slow path.
-    """
-    as_bytes = np.frombuffer(block, dtype=np.uint8)
-    quotes = np.flatnonzero(as_bytes == dialect.quote_byte)
-    if not len(quotes):
-        return True
-    before = as_bytes[np.maximum(quotes - 1, 0)]
-    after = as_bytes[np.minimum(quotes + 1, len(as_bytes) - 1)]
-    escaped = np.zeros(len(quotes), dtype=bool)
-    escaped[1:] = quotes[1:] - 1 == quotes[:-1]
-    delimiter = ord(dialect.delimiter)
-    opens = (quotes == 0) | (before == delimiter) | (before == LF) | escaped
-    closes = ((quotes == len(as_bytes) - 1) | (after == delimiter) | (after == LF) | (after == CR)
-              | (after == dialect.quote_byte))
-    outside = np.arange(len(quotes)) % 2 == 0  # the parity before each quote
-    return bool(np.all(np.where(outside, opens, closes)))
-
-
-def _fast_block(data: bytes, layout: _Layout, first: int, stop: int, names: Sequence[str],
-                dialect: CsvDialect, use_threads: bool) -> pa.Table | None:
-    """Parse records ``[first, stop)`` in one go; ``None`` when that cannot be trusted."""
-    end = int(layout.starts[stop]) if stop < len(layout.starts) else len(data)
-    block = data[int(layout.starts[first]):end]
-    if not dialect.is_utf8:
-        try:
-            block = block.decode(dialect.encoding).encode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    if not _quotes_follow_rfc4180(block, dialect):
-        return None
-    # pyarrow closes a quote left open at the end of its input without a word; a sentinel
-    # row after the block is swallowed in that case, which the row count then shows.
-    sentinel = dialect.delimiter.join(["x"] * len(names)).encode()
-    block += sentinel if block.endswith(b"\n") else b"\n" + sentinel
-    try:
-        table = _read_arrow(block, names, dialect, use_threads)
-    except pa.ArrowInvalid:
-        return None
-    # Equal counts mean every parity record became exactly one row (blank lines are
-    # skipped by both); anything else (ragged rows, a bare CR, stray quotes) goes slow.
-    count = stop - first
-    if table.num_rows != count + 1 or table.column(0)[count].as_py() != "x":
-        return None
-    return table.slice(0, count)
-
-
-def _fast_tables(data: bytes, layout: _Layout, blocks: list[tuple[int, int, bool]],
-                 names: Sequence[str], dialect: CsvDialect,
-                 use_threads: bool) -> list[pa.Table | None]:
-    return [None if slow else _fast_block(data, layout, first, stop, names, dialect, use_threads)
-            for first, stop, slow in blocks]
-
-
-def _slow_table(slow: SlowParse, names: Sequence[str], dialect: CsvDialect,
-                use_threads: bool) -> pa.Table:
-    """The good records of a slow block, parsed by pyarrow like the fast path when it can."""
-    if not slow.rows:
-        return _empty_table(names)
-    try:
-        table = _read_arrow("\n".join(slow.texts).encode("utf-8"), names, dialect, use_threads)
-        if table.num_rows == len(slow.rows):
-            return table
-    except pa.ArrowInvalid:
-        pass
-    columns = zip(*slow.rows, strict=True)
-    return pa.table({name: pa.array(column, type=pa.string())
-                     for name, column in zip(names, columns, strict=True)})
-
-
-def _parse_block_slowly(data: bytes, layout: _Layout, first: int, stop: int, names: Sequence[str],
-                        dialect: CsvDialect, use_threads: bool, parts: _Parts) -> None:
-    spans = map(RecordSpan, layout.starts[first:stop].tolist(), layout.ends[first:stop].tolist(),
-                layout.line_index[first:stop].tolist())
-    slow = parse_slowly(data, spans, len(names), dialect)
-    parts.tables.append(_slow_table(slow, names, dialect, use_threads))
-    digests = b"".join(sha256(data[s.start:s.end]).digest() for s in slow.good)
-    parts.digests.append(np.frombuffer(digests, dtype=np.uint8).reshape(-1, DIGEST_SIZE))
-    parts.line_index.append(np.array([s.line for s in slow.good], dtype=np.int64))
-    parts.starts.append(np.array([s.start for s in slow.good], dtype=np.int64))
-    parts.slow.append(slow)
-
-
-def _assemble(data: bytes, parts: _Parts, layout: _Layout, names: Sequence[str],
-              first_line: int, base_offset: int) -> ParsedRange:
-    def joined(arrays: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int64)
-
-    table = pa.concat_tables(parts.tables) if parts.tables else _empty_table(names)
-    hashes = pa.chunked_array([hex_digests(d) for d in parts.digests], type=pa.string())
-    rejected = [RejectedRecord(first_line + span.line, base_offset + span.start,
-                               data[span.start:span.end], reason)
-                for slow in parts.slow for span, reason in slow.bad]
-    rejected.sort(key=lambda r: r.byte_offset)
-    blank = layout.blank_lines + sum(slow.blank_lines for slow in parts.slow)
-    return ParsedRange(table, hashes, first_line + joined(parts.line_index),
-                       base_offset + joined(parts.starts), rejected, blank)
-
-
-def parse_records(data: bytes, *, header: Sequence[str] | bytes, dialect: CsvDialect,
-                  first_line: int, base_offset: int, use_threads: bool = False,
-                  block_size: int = DEFAULT_BLOCK_SIZE) -> ParsedRange:
+def parse_records(
+    data: bytes,
+    *,
+    header: Sequence[str] | bytes,
+    dialect: CsvDialect,
+    first_line: int,
+    base_offset: int,
+    use_threads: bool = False,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> ParsedRange:
     """Parse ``data``, a whole number of CSV records, into string columns named by ``header``.
 
-    ``header`` is the raw header record or the column names; ``first_line`` is the line
-    number of the first byte of ``data`` and ``base_offset`` its offset in the object.
-    Data at offset 0 may start with a UTF-8 BOM, which is skipped. ``use_threads`` lets
-    pyarrow use every core, for callers that are not one process per core already.
+    ``data`` is a range from :func:`~ingest.s3csv.ranges.index_boundaries` or everything
+    after the header (:func:`~ingest.s3csv.header.split_header`); it starts at a record
+    boundary and ends at one or at the end of the object. ``header`` is the raw header
+    record or the column names; ``first_line`` is the line number of the first byte of
+    ``data`` and ``base_offset`` its offset in the object. Data at offset 0 may start with
+    a UTF-8 BOM, which is skipped. Blank lines are counted, not returned. ``use_threads``
+    lets pyarrow use every core and hash while it parses, for callers that are not one
+    process per core already.
     """
+    if isinstance(header, str):
+        raise TypeError("header must be the raw header bytes or a sequence of column names")
     names = parse_header(header, dialect) if isinstance(header, bytes) else validate_names(header)
     if base_offset == 0 and data.startswith(UTF8_BOM):
-        data, base_offset = data[len(UTF8_BOM):], len(UTF8_BOM)
-    layout = _layout(data, dialect)
-    blocks = _blocks(layout, len(data), block_size)
+        data, base_offset = data[len(UTF8_BOM) :], len(UTF8_BOM)
+    parser = _RangeParser(data, names, dialect, use_threads)
+    blocks = _blocks(parser.layout, len(data), block_size)
     if use_threads:
         # pyarrow parses without the GIL, so hashing (which holds it) runs alongside.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            parsing = pool.submit(_fast_tables, data, layout, blocks, names, dialect, True)
-            all_digests = record_digests(data, layout.starts, layout.ends, layout.newlines)
+            parsing = pool.submit(parser.fast_all, blocks)
+            parser.hash_records()
             tables = parsing.result()
     else:
-        all_digests = record_digests(data, layout.starts, layout.ends, layout.newlines)
-        tables = _fast_tables(data, layout, blocks, names, dialect, False)
-    parts = _Parts()
-    for (first, stop, _), table in zip(blocks, tables, strict=True):
-        if table is None:
-            _parse_block_slowly(data, layout, first, stop, names, dialect, use_threads, parts)
-            continue
-        parts.tables.append(table)
-        parts.digests.append(all_digests[first:stop])
-        parts.line_index.append(layout.line_index[first:stop])
-        parts.starts.append(layout.starts[first:stop])
-    return _assemble(data, parts, layout, names, first_line, base_offset)
+        parser.hash_records()
+        tables = parser.fast_all(blocks)
+    for (first, stop, slow), table in zip(blocks, tables, strict=True):
+        if table is not None:
+            parser.add_fast(table, first, stop)
+        elif slow:
+            parser.add_slow(first, stop)
+        else:
+            parser.bisect(first, stop)
+    return parser.result(first_line, base_offset)

@@ -9,12 +9,15 @@ field joins lines up to the next stray quote) is split back into those rows.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
+from ingest.s3csv.arrow_csv import empty_table, quotes_follow_rfc4180, read_strings
 from ingest.s3csv.ranges import CsvDialect
 
-__all__ = ["RecordSpan", "SlowParse", "parse_slowly"]
+__all__ = ["RecordSpan", "SlowParse", "parse_slowly", "slow_table"]
 
 # The csv module refuses fields over 128 KiB by default; pyarrow has no such limit, and a
 # record must not be rejected only because a bad neighbour sent its block down this path.
@@ -79,16 +82,20 @@ def _line_starts(text: str, encoding: str) -> list[int]:
     return offsets
 
 
-def _parse_record(raw: bytes, span: RecordSpan, ncols: int, dialect: CsvDialect,
-                  out: SlowParse) -> None:
+def _parse_record(
+    raw: bytes, span: RecordSpan, ncols: int, dialect: CsvDialect, out: SlowParse
+) -> None:
+    # utf-8-sig would drop a BOM-like start of a record, and add one to each re-encoded line.
+    encoding = "utf-8" if dialect.is_utf8 else dialect.encoding
     try:
-        text = raw.decode(dialect.encoding)
+        text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        out.bad.append((span, f"invalid {dialect.encoding} at byte {exc.start} of the record: "
-                              f"{exc.reason}"))
+        out.bad.append(
+            (span, f"invalid {dialect.encoding} at byte {exc.start} of the record: {exc.reason}")
+        )
         return
     lines = text.split("\n")
-    offsets = _line_starts(text, dialect.encoding) if len(lines) > 1 else [0, len(raw)]
+    offsets = _line_starts(text, encoding) if len(lines) > 1 else [0, len(raw)]
     for first, last, row in _split_rows(text, dialect):
         sub_text = "\n".join(lines[first:last])
         sub_end = offsets[last]
@@ -109,10 +116,36 @@ def _parse_record(raw: bytes, span: RecordSpan, ncols: int, dialect: CsvDialect,
             out.texts.append(sub_text)
 
 
-def parse_slowly(data: bytes, spans: Iterable[RecordSpan], ncols: int,
-                 dialect: CsvDialect) -> SlowParse:
+def parse_slowly(
+    data: bytes, spans: Iterable[RecordSpan], ncols: int, dialect: CsvDialect
+) -> SlowParse:
     """Parse the records ``spans`` of ``data`` one by one, expecting ``ncols`` fields."""
     out = SlowParse()
     for span in spans:
-        _parse_record(data[span.start:span.end], span, ncols, dialect, out)
+        _parse_record(data[span.start : span.end], span, ncols, dialect, out)
     return out
+
+
+def slow_table(
+    slow: SlowParse, names: Sequence[str], dialect: CsvDialect, use_threads: bool
+) -> pa.Table:
+    """The good records as a table, parsed by pyarrow like the fast path when that is safe."""
+    if not slow.rows:
+        return empty_table(names)
+    text = "\n".join(slow.texts).encode("utf-8")
+    if quotes_follow_rfc4180(text, dialect):
+        try:
+            table = read_strings(text, names, dialect, use_threads)
+            if table.num_rows == len(slow.rows):
+                return table
+        except pa.ArrowInvalid:
+            pass
+    # The csv module reads each record as pyarrow would; only the row alignment of one
+    # parse over stray quotes could differ, so its fields are the answer then.
+    columns = zip(*slow.rows, strict=True)
+    return pa.table(
+        {
+            name: pa.array(column, type=pa.string())
+            for name, column in zip(names, columns, strict=True)
+        }
+    )

@@ -26,8 +26,9 @@ def put(client: Any, bucket: str, key: str, body: bytes) -> str:
 
 
 def csv_bytes(rows: int) -> bytes:
-    lines = [b"id,note"] + [b'%d,"line %d, with ""quotes""\nand a newline"' % (i, i)
-                            for i in range(rows)]
+    lines = [b"id,note"] + [
+        b'%d,"line %d, with ""quotes""\nand a newline"' % (i, i) for i in range(rows)
+    ]
     return b"\r\n".join(lines) + b"\r\n"
 
 
@@ -44,16 +45,18 @@ class TestClient:
 
 
 class TestListObjects:
-    def test_every_page_is_listed_and_directories_skipped(self, s3_client: Any,
-                                                          bucket: str) -> None:
+    def test_every_page_is_listed_and_directories_skipped(
+        self, s3_client: Any, bucket: str
+    ) -> None:
         keys = sorted(f"in/obj-{i:04d}.csv" for i in range(230))
         for key in keys:
             put(s3_client, bucket, key, b"a\n")
         put(s3_client, bucket, "in/sub/", b"")
         put(s3_client, bucket, "other/x.csv", b"a\n")
         calls: list[str] = []
-        s3_client.meta.events.register("after-call.s3.ListObjectsV2",
-                                       lambda **kwargs: calls.append("page"))
+        s3_client.meta.events.register(
+            "after-call.s3.ListObjectsV2", lambda **kwargs: calls.append("page")
+        )
         listed = list(reader.list_objects(s3_client, bucket, "in/", page_size=100))
         assert [o.key for o in listed] == keys
         assert len(calls) == 3
@@ -129,8 +132,7 @@ class TestIterObject:
         assert b"".join(chunks) == body
         assert max(map(len, chunks)) <= 10_000
 
-    def test_a_broken_body_is_resumed_where_it_stopped(self, s3_client: Any,
-                                                       bucket: str) -> None:
+    def test_a_broken_body_is_resumed_where_it_stopped(self, s3_client: Any, bucket: str) -> None:
         body = csv_bytes(500)
         put(s3_client, bucket, "f.csv", body)
         flaky = _FlakyClient(s3_client, breaks=2)
@@ -148,8 +150,10 @@ class TestIterObject:
 
 
 class TestDecompression:
-    @pytest.mark.parametrize(("key", "compressed"), [("a.csv.gz", True), ("a.CSV.ZST", True),
-                                                     ("a.zstd", True), ("a.csv", False)])
+    @pytest.mark.parametrize(
+        ("key", "compressed"),
+        [("a.csv.gz", True), ("a.CSV.ZST", True), ("a.zstd", True), ("a.csv", False)],
+    )
     def test_is_compressed(self, key: str, compressed: bool) -> None:
         assert reader.is_compressed(key) is compressed
 
@@ -164,8 +168,12 @@ class TestDecompression:
     def test_zstd_frames_stream_in_bounded_chunks(self, s3_client: Any, bucket: str) -> None:
         text = csv_bytes(30_000)
         compressor = zstandard.ZstdCompressor()
-        put(s3_client, bucket, "big.csv.zst",
-            compressor.compress(text[:100_000]) + compressor.compress(text[100_000:]))
+        put(
+            s3_client,
+            bucket,
+            "big.csv.zst",
+            compressor.compress(text[:100_000]) + compressor.compress(text[100_000:]),
+        )
         chunks = list(reader.iter_decompressed(s3_client, bucket, "big.csv.zst", 64 << 10))
         assert b"".join(chunks) == text
         assert max(map(len, chunks)) <= 64 << 10
@@ -179,11 +187,13 @@ class TestDecompression:
         assert b"".join(reader.iter_decompressed(s3_client, bucket, "s.csv.zstd", 4096)) == text
 
     @pytest.mark.parametrize("key", ["bad.csv.gz", "bad.csv.zst"])
-    def test_corrupt_data_is_a_format_error(self, s3_client: Any, bucket: str,
-                                            key: str) -> None:
+    def test_corrupt_data_is_a_format_error(self, s3_client: Any, bucket: str, key: str) -> None:
         text = csv_bytes(30_000)
-        good = gzip.compress(text) if key.endswith(".gz") else (
-            zstandard.ZstdCompressor().compress(text))
+        good = (
+            gzip.compress(text)
+            if key.endswith(".gz")
+            else (zstandard.ZstdCompressor().compress(text))
+        )
         put(s3_client, bucket, key, good[: len(good) // 2])
         with pytest.raises(CsvFormatError, match="cannot decompress"):
             list(reader.iter_decompressed(s3_client, bucket, key, 4096))
@@ -194,19 +204,25 @@ class TestDecompression:
 
 
 class TestRangesFromS3:
-    def test_ranged_reads_parse_to_the_same_records_as_the_whole(self, s3_client: Any,
-                                                                 bucket: str) -> None:
+    def test_ranged_reads_parse_to_the_same_records_as_the_whole(
+        self, s3_client: Any, bucket: str
+    ) -> None:
         body = csv_bytes(3000)
         etag = put(s3_client, bucket, "whole.csv", body)
         [info] = reader.list_objects(s3_client, bucket, "whole.csv")
         chunks = reader.iter_object(s3_client, bucket, info.key, chunk_size=4096, etag=etag)
         index = index_boundaries(chunks, info.size, 20_000, DIALECT)
         assert len(index.ranges) > 3 and index.header == b"id,note\r\n"
-        parts = [parse_records(reader.read_range(s3_client, bucket, info.key, r.start, r.end,
-                                                 info.etag),
-                               header=index.header or b"", dialect=DIALECT,
-                               first_line=r.first_line, base_offset=r.start)
-                 for r in index.ranges]
+        parts = [
+            parse_records(
+                reader.read_range(s3_client, bucket, info.key, r.start, r.end, info.etag),
+                header=index.header or b"",
+                dialect=DIALECT,
+                first_line=r.first_line,
+                base_offset=r.start,
+            )
+            for r in index.ranges
+        ]
         assert sum(p.table.num_rows for p in parts) == 3000
         lines = [int(n) for p in parts for n in p.line_numbers]
         assert lines == list(range(2, 6002, 2))

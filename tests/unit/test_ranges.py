@@ -24,19 +24,20 @@ DIALECT = CsvDialect()
 
 def chunked(data: bytes, size: int) -> Iterator[bytes]:
     for offset in range(0, len(data), size):
-        yield data[offset:offset + size]
+        yield data[offset : offset + size]
 
 
-def index(data: bytes, range_size: int, dialect: CsvDialect = DIALECT,
-          chunk: int = 1 << 20) -> BoundaryIndex:
+def index(
+    data: bytes, range_size: int, dialect: CsvDialect = DIALECT, chunk: int = 1 << 20
+) -> BoundaryIndex:
     return index_boundaries(chunked(data, chunk), len(data), range_size, dialect)
 
 
 def assert_aligned(data: bytes, ranges: list[ByteRange], quote: bytes = b'"') -> None:
     """Every range starts right after an LF with an even number of quotes before it."""
     for r in ranges[1:]:
-        assert data[r.start - 1:r.start] == b"\n"
-        assert data[:r.start].count(quote) % 2 == 0
+        assert data[r.start - 1 : r.start] == b"\n"
+        assert data[: r.start].count(quote) % 2 == 0
     for before, after in itertools.pairwise(ranges):
         assert before.end == after.start
     assert [r.index for r in ranges] == list(range(len(ranges)))
@@ -55,12 +56,31 @@ class TestPlanRanges:
 
 
 class TestCsvDialect:
-    @pytest.mark.parametrize("kwargs", [{"delimiter": ";;"}, {"quotechar": ""},
-                                        {"delimiter": '"'}, {"delimiter": "\n"},
-                                        {"encoding": "utf-16"}, {"encoding": "no-such-codec"}])
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"delimiter": ";;"},
+            {"quotechar": ""},
+            {"delimiter": '"'},
+            {"delimiter": "\n"},
+            {"encoding": "utf-16"},
+            {"encoding": "no-such-codec"},
+            {"encoding": "iso2022_jp"},
+            {"encoding": "shift_jis", "delimiter": "|"},
+        ],
+    )
     def test_refuses_what_byte_scanning_cannot_handle(self, kwargs: dict[str, str]) -> None:
         with pytest.raises(ValueError):
             CsvDialect(**kwargs)
+
+    @pytest.mark.parametrize(
+        ("encoding", "delimiter"),
+        [("cp1252", ";"), ("shift_jis", ","), ("euc-jp", "|"), ("utf-8-sig", "\t")],
+    )
+    def test_accepts_encodings_whose_special_bytes_stand_alone(
+        self, encoding: str, delimiter: str
+    ) -> None:
+        assert CsvDialect(delimiter=delimiter, encoding=encoding).encoding == encoding
 
     def test_knows_utf8_from_other_encodings(self) -> None:
         assert CsvDialect(encoding="UTF8").is_utf8
@@ -162,10 +182,15 @@ class TestIndexBoundaries:
         header_end = ends[0] + 1
         for range_size in (1, 17, 100, 999):
             result = index(data, range_size, chunk=61)
-            expected = sorted({header_end} | {
-                next(e + 1 for e in ends if e + 1 >= t)
-                for t in range(range_size, len(data), range_size)
-                if any(e + 1 >= t for e in ends)} - {len(data)})
+            expected = sorted(
+                {header_end}
+                | {
+                    next(e + 1 for e in ends if e + 1 >= t)
+                    for t in range(range_size, len(data), range_size)
+                    if any(e + 1 >= t for e in ends)
+                }
+                - {len(data)}
+            )
             assert [r.start for r in result.ranges] == [s for s in expected if s >= header_end]
             for r in result.ranges:
-                assert r.first_line == data[:r.start].count(b"\n") + 1
+                assert r.first_line == data[: r.start].count(b"\n") + 1

@@ -7,21 +7,35 @@ import io
 import random
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from ingest.hashing import sha256_hex
+from ingest.s3csv import digests, records
 from ingest.s3csv.header import parse_header, split_header
 from ingest.s3csv.ranges import UTF8_BOM, CsvDialect, CsvFormatError, index_boundaries
-from ingest.s3csv.records import ParsedRange, parse_records
+from ingest.s3csv.records import DEFAULT_BLOCK_SIZE, ParsedRange, parse_records
 
 DIALECT = CsvDialect()
 
 
-def parse(data: bytes, dialect: CsvDialect = DIALECT, **kwargs: object) -> ParsedRange:
+def parse(
+    data: bytes,
+    dialect: CsvDialect = DIALECT,
+    use_threads: bool = False,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> ParsedRange:
     """Parse a whole object (header included) as one range."""
     header = split_header(data, dialect)
-    return parse_records(data[header.end:], header=list(header.names), dialect=dialect,
-                         first_line=header.first_line, base_offset=header.end, **kwargs)  # type: ignore[arg-type]
+    return parse_records(
+        data[header.end :],
+        header=list(header.names),
+        dialect=dialect,
+        first_line=header.first_line,
+        base_offset=header.end,
+        use_threads=use_threads,
+        block_size=block_size,
+    )
 
 
 def rows(result: ParsedRange) -> list[list[str]]:
@@ -29,8 +43,14 @@ def rows(result: ParsedRange) -> list[list[str]]:
 
 
 def lineage(result: ParsedRange) -> list[tuple[str, int, int]]:
-    return list(zip(result.content_hashes.to_pylist(), result.line_numbers.tolist(),
-                    result.byte_offsets.tolist(), strict=True))
+    return list(
+        zip(
+            result.content_hashes.to_pylist(),
+            result.line_numbers.tolist(),
+            result.byte_offsets.tolist(),
+            strict=True,
+        )
+    )
 
 
 class TestHeader:
@@ -44,16 +64,16 @@ class TestHeader:
 
     def test_names_given_as_a_list_are_checked_too(self) -> None:
         with pytest.raises(CsvFormatError, match="duplicate"):
-            parse_records(b"1,2\n", header=["x", "x"], dialect=DIALECT, first_line=2,
-                          base_offset=4)
+            parse_records(b"1,2\n", header=["x", "x"], dialect=DIALECT, first_line=2, base_offset=4)
 
     def test_split_header_tells_where_records_start(self) -> None:
         header = split_header(b'"multi\nline",b\r\n1,2\r\n', DIALECT)
         assert (header.names, header.end, header.first_line) == (("multi\nline", "b"), 16, 3)
 
     def test_header_bytes_may_be_passed_straight_from_the_index(self) -> None:
-        result = parse_records(b"1,2\n", header=UTF8_BOM + b"a,b\r\n", dialect=DIALECT,
-                               first_line=2, base_offset=8)
+        result = parse_records(
+            b"1,2\n", header=UTF8_BOM + b"a,b\r\n", dialect=DIALECT, first_line=2, base_offset=8
+        )
         assert result.table.column_names == ["a", "b"]
 
 
@@ -84,8 +104,9 @@ class TestFastPath:
     def test_escaped_quotes(self) -> None:
         assert rows(parse(b'a,b\n"say ""hi""",""""\n')) == [['say "hi"', '"']]
 
-    @pytest.mark.parametrize(("delimiter", "quotechar"), [(";", '"'), ("|", '"'), ("\t", '"'),
-                                                          (",", "'")])
+    @pytest.mark.parametrize(
+        ("delimiter", "quotechar"), [(";", '"'), ("|", '"'), ("\t", '"'), (",", "'")]
+    )
     def test_custom_delimiter_and_quote(self, delimiter: str, quotechar: str) -> None:
         dialect = CsvDialect(delimiter=delimiter, quotechar=quotechar)
         q, d = quotechar, delimiter
@@ -106,17 +127,36 @@ class TestFastPath:
 
     @pytest.mark.parametrize("data", [b"", b"a,b\n", b"a,b"])
     def test_empty_or_header_only_gives_an_empty_table(self, data: bytes) -> None:
-        result = parse(data) if data else parse_records(
-            b"", header=["a", "b"], dialect=DIALECT, first_line=1, base_offset=0)
+        result = (
+            parse(data)
+            if data
+            else parse_records(b"", header=["a", "b"], dialect=DIALECT, first_line=1, base_offset=0)
+        )
         assert result.table.column_names == ["a", "b"]
         assert result.table.num_rows == 0 and result.records_total == 0
         assert len(result.content_hashes) == 0 and len(result.line_numbers) == 0
 
     def test_bom_at_offset_zero_is_skipped_without_a_header(self) -> None:
-        result = parse_records(UTF8_BOM + b"1,2\n", header=["a", "b"],
-                               dialect=CsvDialect(header=False), first_line=1, base_offset=0)
+        result = parse_records(
+            UTF8_BOM + b"1,2\n",
+            header=["a", "b"],
+            dialect=CsvDialect(header=False),
+            first_line=1,
+            base_offset=0,
+        )
         assert rows(result) == [["1", "2"]]
         assert lineage(result) == [(sha256_hex(b"1,2"), 1, 3)]
+
+    @pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+    def test_hashing_in_small_batches_gives_the_same_hashes(
+        self, monkeypatch: pytest.MonkeyPatch, eol: bytes
+    ) -> None:
+        record = b'%d,"v' + eol + b'%d"' + eol + eol + b"%d,x" + eol
+        data = b"a,b" + eol + b"".join(record % (i, i, i) for i in range(50))
+        expected = parse(data).content_hashes.to_pylist()
+        monkeypatch.setattr(digests, "HASH_BATCH_BYTES", 7)
+        assert parse(data).content_hashes.to_pylist() == expected
+        assert expected[:2] == [sha256_hex(b'0,"v' + eol + b'0"'), sha256_hex(b"0,x")]
 
     def test_threads_give_the_same_result(self) -> None:
         data = b"a,b\n" + b"".join(b'%d,"v\n%d"\n' % (i, i) for i in range(500))
@@ -133,6 +173,16 @@ class TestRejects:
         assert "utf-8" in bad.reason
         assert bad.content_hash == sha256_hex(b"2,bad\xff")
         assert result.records_total == 3
+
+    def test_utf8_sig_slow_path_keeps_offsets_exact(self) -> None:
+        data = UTF8_BOM + b'a,b\n1,"\xc3\xa9\n\xc3\xa9"\n2,\xff\n3,x\n'
+        result = parse(data, CsvDialect(encoding="utf-8-sig"))
+        assert rows(result) == [["1", "é\né"], ["3", "x"]]
+        assert lineage(result) == [
+            (sha256_hex(b'1,"\xc3\xa9\n\xc3\xa9"'), 2, 7),
+            (sha256_hex(b"3,x"), 5, 21),
+        ]
+        assert (result.rejected[0].byte_offset, result.rejected[0].line_number) == (17, 4)
 
     def test_invalid_bytes_for_another_encoding(self) -> None:
         result = parse(b"a,b\n1,\xe9\n2,x\n", CsvDialect(encoding="ascii"))
@@ -157,9 +207,11 @@ class TestRejects:
     def test_stray_quotes_in_unquoted_fields_are_split_back_into_rows(self) -> None:
         result = parse(b'a,b\n5" pipe,x\nplain,y\n3" bolt,z\n')
         assert rows(result) == [['5" pipe', "x"], ["plain", "y"], ['3" bolt', "z"]]
-        assert lineage(result) == [(sha256_hex(b'5" pipe,x'), 2, 4),
-                                   (sha256_hex(b"plain,y"), 3, 14),
-                                   (sha256_hex(b'3" bolt,z'), 4, 22)]
+        assert lineage(result) == [
+            (sha256_hex(b'5" pipe,x'), 2, 4),
+            (sha256_hex(b"plain,y"), 3, 14),
+            (sha256_hex(b'3" bolt,z'), 4, 22),
+        ]
 
     def test_bare_cr_in_an_unquoted_field_is_rejected(self) -> None:
         result = parse(b"a,b\n1,x\ry\n2,z\n")
@@ -205,20 +257,28 @@ def random_csv(rng: random.Random, *, dirty: bool) -> bytes:
 
 
 def ranges_parse(data: bytes, range_size: int, chunk: int) -> ParsedRange:
-    chunks = (data[i:i + chunk] for i in range(0, len(data), chunk))
+    chunks = (data[i : i + chunk] for i in range(0, len(data), chunk))
     index = index_boundaries(chunks, len(data), range_size, DIALECT)
-    parts = [parse_records(data[r.start:r.end], header=index.header or b"", dialect=DIALECT,
-                           first_line=r.first_line, base_offset=r.start) for r in index.ranges]
+    parts = [
+        parse_records(
+            data[r.start : r.end],
+            header=index.header or b"",
+            dialect=DIALECT,
+            first_line=r.first_line,
+            base_offset=r.start,
+        )
+        for r in index.ranges
+    ]
     hashes = [h for p in parts for h in p.content_hashes.to_pylist()]
     tables = [p.table for p in parts]
-    import pyarrow as pa
-
     return ParsedRange(
         pa.concat_tables(tables) if tables else parse(data).table,
         pa.chunked_array([pa.array(hashes, type=pa.string())]),
         np.concatenate([p.line_numbers for p in parts]) if parts else np.empty(0, np.int64),
         np.concatenate([p.byte_offsets for p in parts]) if parts else np.empty(0, np.int64),
-        [r for p in parts for r in p.rejected], sum(p.blank_lines for p in parts))
+        [r for p in parts for r in p.rejected],
+        sum(p.blank_lines for p in parts),
+    )
 
 
 class TestRangesAgreeWithTheWhole:
@@ -233,6 +293,28 @@ class TestRangesAgreeWithTheWhole:
             assert lineage(split) == lineage(whole)
             assert split.rejected == whole.rejected
             assert split.blank_lines == whole.blank_lines
+
+    @pytest.mark.parametrize("seed", range(20))
+    def test_the_slow_path_reads_what_the_fast_path_reads(
+        self, seed: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        data = random_csv(random.Random(seed), dirty=seed % 2 == 1)
+        fast = parse(data)
+        monkeypatch.setattr(records, "parse_block", lambda *args: None)
+        slow = parse(data)
+        assert rows(slow) == rows(fast) and lineage(slow) == lineage(fast)
+        assert (slow.rejected, slow.blank_lines) == (fast.rejected, fast.blank_lines)
+
+    @pytest.mark.parametrize("seed", range(1, 40, 2))
+    def test_bisecting_a_refused_block_reads_the_same(
+        self, seed: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        data = random_csv(random.Random(seed), dirty=True)
+        whole = parse(data)
+        monkeypatch.setattr(records, "SLOW_PATH_BYTES", 1)
+        bisected = parse(data)
+        assert rows(bisected) == rows(whole) and lineage(bisected) == lineage(whole)
+        assert (bisected.rejected, bisected.blank_lines) == (whole.rejected, whole.blank_lines)
 
     @pytest.mark.parametrize("seed", range(40))
     def test_clean_data_matches_the_csv_module(self, seed: int) -> None:
