@@ -26,6 +26,9 @@ from ingest.devstack import (  # noqa: E402
     wait_for,
 )
 
+DEMO_SOURCE = "demo"
+DEMO_SECRET = "whsec_ZGVtby1zZWNyZXQtZGVtby1zZWNyZXQtZGVtby0xMjM0"
+
 
 def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
@@ -75,6 +78,18 @@ class Stack:
         self.env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         self.env.setdefault("INGEST_SINK_URI", f"file://{self.workdir / 'sink'}")
         self.env.setdefault("INGEST_ADMIN_TOKEN", "demo-admin-token")
+        self.env.setdefault(
+            "INGEST_HTTP__SOURCES",
+            json.dumps(
+                {
+                    DEMO_SOURCE: {
+                        "signature": {"scheme": "standard-webhooks", "secrets": [DEMO_SECRET]},
+                        "purpose": "demo",
+                        "classification": "unclassified",
+                    }
+                }
+            ),
+        )
         self.env["PORT"] = self.env.get("PORT") or str(free_port())
         self.env["FLOWER_PORT"] = self.env.get("FLOWER_PORT") or str(free_port())
 
@@ -169,6 +184,61 @@ def import_golden(base: str, stack: Stack) -> dict[str, Any]:
     return state
 
 
+def send_webhooks(base: str, stack: Stack, count: int = 200) -> dict[str, Any]:
+    """Send a burst of signed events, every fifth one retried, and wait until all are stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ingest.http.signatures import sign_standard_webhook
+
+    sources = json.loads(stack.env["INGEST_HTTP__SOURCES"])
+    source = DEMO_SOURCE if DEMO_SOURCE in sources else next(iter(sources))
+    secret = sources[source]["signature"]["secrets"][0]
+    run = time.strftime("%H%M%S")
+
+    def send(i: int) -> int:
+        event = {"type": "sighting", "id": f"{run}-{i}", "seq": i, "note": "demo event"}
+        body = json.dumps(event).encode()
+        msg_id, ts = f"msg-{run}-{i}", int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": sign_standard_webhook(secret, msg_id, ts, body),
+        }
+        return http("POST", f"{base}/v1/webhooks/{source}", headers=headers, raw=body)[0]
+
+    with ThreadPoolExecutor(16) as pool:
+        first = list(pool.map(send, range(count)))
+        retried = list(pool.map(send, range(0, count, 5)))  # the partner retries some
+    codes = first + retried
+    accepted = codes.count(202)
+    say(
+        f"sent {len(codes)} signed events to /v1/webhooks/{source}: {accepted} accepted (202), "
+        f"{codes.count(200)} duplicates (200), {len(codes) - accepted - codes.count(200)} other"
+    )
+
+    def stored() -> int:
+        from ingest.verify import records_at
+
+        found = sum(
+            1
+            for r in records_at(stack.env["INGEST_SINK_URI"])
+            if r.record["provenance"].get("sourceType") == "HTTP"
+            and str(r.record["data"].get("id", "")).startswith(f"{run}-")
+        )
+        return found if found >= accepted else 0
+
+    held = wait_for(stored, 120, 0.2, "every accepted event to be stored")
+    say(f"all {held} accepted events are in the sink, each once")
+    return {
+        "sent": len(codes),
+        "accepted": accepted,
+        "duplicates": codes.count(200),
+        "other": len(codes) - accepted - codes.count(200),
+        "stored": held,
+    }
+
+
 def dlq_summary(base: str, stack: Stack) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {stack.env['INGEST_ADMIN_TOKEN']}"}
     listing = http("GET", f"{base}/admin/dlq?limit=1000", headers=auth)[1]
@@ -235,6 +305,7 @@ def main() -> int:
                 )
             },
         }
+        summary["webhooks"] = send_webhooks(base, stack)
         summary["deadLettered"] = dlq_summary(base, stack)
         summary["provenanceVerify"] = verify_sink(stack)
         print(json.dumps({"summary": summary}, indent=2))
