@@ -24,8 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ingest.config import load_settings  # noqa: E402
-from ingest.devstack import ManagedProcess, MotoServer, RedisServer, procfile_commands  # noqa: E402
-from ingest.devstack import wait_for  # noqa: E402
+from ingest.devstack import (  # noqa: E402
+    ManagedProcess,
+    MotoServer,
+    RedisServer,
+    procfile_commands,
+    wait_for,
+)
 
 
 def peak_rss_mb(pid: int) -> float:
