@@ -262,10 +262,16 @@ class DeadLetterQueueFull(Exception):
     """Raised instead of adding when the entries would take the DLQ past ``max_entries``."""
 
     def __init__(self, depth: int, max_entries: int, requested: int) -> None:
-        super().__init__(
-            f"dead-letter queue full: {depth} of {max_entries} entries, {requested} more refused"
-        )
+        # The arguments themselves are the exception's args, so it pickles and crosses
+        # Celery's result backend intact.
+        super().__init__(depth, max_entries, requested)
         self.depth, self.max_entries, self.requested = depth, max_entries, requested
+
+    def __str__(self) -> str:
+        return (
+            f"dead-letter queue full: {self.depth} of {self.max_entries} entries, "
+            f"{self.requested} more refused"
+        )
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from celery import Task
 
+from ingest.dlq import DeadLetterQueueFull
 from ingest.errors import is_retryable
 from ingest.runtime import Runtime, get_runtime
 
@@ -55,7 +56,14 @@ class IngestTask(Task):
                 )
                 raise self.retry(exc=exc, countdown=countdown) from exc
             log.error("task %s gave up after %d retries: %r", self.name, retries, exc)
-            return on_give_up(exc)
+            try:
+                return on_give_up(exc)
+            except DeadLetterQueueFull as full:
+                # Nothing accepted may be dropped: the work stays queued until the DLQ has
+                # room (an operator retries or purges entries), however long that takes.
+                log.error("task %s cannot be dead-lettered: %s; retrying later", self.name, full)
+                cap = runtime().settings.s3csv.retry_backoff_max
+                raise self.retry(exc=full, countdown=cap, max_retries=None) from full
 
     def describe(self) -> dict[str, Any]:
         """What the DLQ keeps about this task run."""

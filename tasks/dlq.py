@@ -61,6 +61,18 @@ def replay_range(rt: Runtime, entry: DeadLetterEntry) -> None:
     ImportStore(rt.redis).recover_range(spec.importId, summary)
 
 
+@replayer("task:ingest.s3.scan")
+def replay_scan(rt: Runtime, entry: DeadLetterEntry) -> None:
+    from tasks.s3 import scan_now
+
+    import_id = entry.payload["args"][0]
+    ImportStore(rt.redis).clear_errors(import_id)
+    scan_now(import_id)
+    state = ImportStore(rt.redis).get(import_id) or {}
+    if state.get("planErrors"):
+        raise ReplayFailed("; ".join(state.get("errors", []))[:500])
+
+
 def _replayer_for(entry: DeadLetterEntry) -> Replayer:
     name = entry.kind if entry.kind != "task" else f"task:{entry.payload.get('task')}"
     fn = REPLAYERS.get(name) or REPLAYERS.get(entry.kind)

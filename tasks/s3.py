@@ -15,6 +15,9 @@ from typing import Any
 from celery import chord, shared_task
 from celery.app.task import Task
 
+from ingest.dlq import task_entry
+from ingest.errors import PermanentError
+from ingest.runtime import Runtime
 from ingest.s3csv.imports import ImportStore, RangeSummary
 from ingest.s3csv.pipeline import RangeProcessor, RangeSpec
 from ingest.s3csv.planning import plan_import
@@ -35,40 +38,82 @@ def _plan_key(import_id: str) -> str:
     return f"ingest:import:{import_id}:plan"
 
 
-@shared_task(
-    bind=True,
-    base=IngestTask,
-    name="ingest.s3.scan",
-    acks_late=True,
-    max_retries=5,
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    retry_jitter=True,
-)
+@shared_task(bind=True, base=IngestTask, name="ingest.s3.scan", acks_late=True)
 def scan_import(self: Task, import_id: str) -> dict[str, Any]:
-    """List the prefix page by page, plan record-aligned ranges, and start the first chunk."""
+    """List the prefix page by page, plan record-aligned ranges, and start the first chunk.
+
+    A scan that keeps failing (a missing bucket, denied access, a wrong endpoint) ends the
+    import ``failed``, with the reason in ``errors`` and a DLQ entry that replays the scan.
+    """
+    rt = runtime()
+    return self.run_with_retries(
+        lambda: scan_now(import_id), on_give_up=lambda exc: _scan_failed(rt, import_id, exc, self)
+    )
+
+
+def scan_now(import_id: str) -> dict[str, Any]:
+    """Plan an import and dispatch its first chunk; objects that cannot be planned fail it."""
     rt = runtime()
     store = _store()
     found = store.request_of(import_id)
     if found is None:
-        raise ValueError(f"unknown import {import_id}")
+        raise PermanentError(f"unknown import {import_id}")
     request, ingested_by = found
     plan = plan_import(rt.settings, rt.s3, rt.schemas, request, import_id, ingested_by)
     key = _plan_key(import_id)
+    # A re-plan (a DLQ replay) starts its chunks afresh: drop the old plan's markers.
+    old_chunks = -(-int(rt.redis.llen(key)) // rt.settings.s3csv.fanout_chunk)
     with rt.redis.pipeline() as pipe:
-        pipe.delete(key)
+        pipe.delete(key, *[f"{key}:dispatched:{i}" for i in range(old_chunks)])
         for start in range(0, len(plan.ranges), 1000):
             pipe.rpush(key, *[spec.model_dump_json() for spec in plan.ranges[start : start + 1000]])
         pipe.expire(key, PLAN_TTL)
         pipe.execute()
-    store.mark_running(import_id, plan.objects, plan.bytes_total, len(plan.ranges))
+    store.mark_running(
+        import_id, plan.objects, plan.bytes_total, len(plan.ranges), plan_errors=len(plan.errors)
+    )
     for error in plan.errors:
         store.add_error(import_id, error)
+    if plan.errors:
+        # Replaying this entry plans the import again once the objects are fixed.
+        rt.dlq.add(
+            task_entry(
+                task_name="ingest.s3.scan",
+                task_id=f"plan-{import_id}",
+                args=[import_id],
+                kwargs={},
+                exc=PermanentError("; ".join(plan.errors)[:500]),
+                source=request.uri,
+                import_id=import_id,
+            )
+        )
     if not plan.ranges:
         store.finish(import_id, "failed" if plan.errors else "succeeded")
         return {"importId": import_id, "ranges": 0}
     dispatch_chunk(import_id, 0)
     return {"importId": import_id, "ranges": len(plan.ranges), "objects": plan.objects}
+
+
+def _scan_failed(rt: Runtime, import_id: str, exc: BaseException, task: Task) -> dict[str, Any]:
+    store = _store()
+    found = store.request_of(import_id)
+    source = found[0].uri if found else f"import:{import_id}"
+    rt.dlq.add(
+        task_entry(
+            task_name="ingest.s3.scan",
+            task_id=task.request.id or import_id,
+            args=[import_id],
+            kwargs={},
+            exc=exc,
+            source=source,
+            retries=task.request.retries,
+            import_id=import_id,
+        )
+    )
+    if found is not None:
+        store.add_error(import_id, f"scan of {source} failed: {type(exc).__name__}: {exc}")
+        store.finish(import_id, "failed")
+    return {"importId": import_id, "failed": True}
 
 
 def dispatch_chunk(import_id: str, chunk: int) -> bool:
@@ -124,7 +169,7 @@ def close_chunk(self: Task, results: list[dict[str, Any]], import_id: str, chunk
     if dispatch_chunk(import_id, chunk + 1):
         return "next chunk dispatched"
     state = store.get(import_id) or {}
-    failed = bool(state.get("ranges", {}).get("failed"))
+    failed = bool(state.get("ranges", {}).get("failed")) or bool(state.get("planErrors"))
     store.finish(import_id, "failed" if failed else "succeeded")
     status = "failed" if failed else "succeeded"
     log.info("import finished", extra={"import_id": import_id, "status": status})

@@ -23,7 +23,10 @@ class EventSchema:
 
     def __init__(self, name: str, document: dict[str, Any]) -> None:
         self.name = name
-        self.validator = Draft202012Validator(document)
+        # Formats (date-time, email...) are checked too, not just annotations.
+        self.validator = Draft202012Validator(
+            document, format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
 
     def problem(self, event: Any) -> str | None:
         error = next(iter(sorted(self.validator.iter_errors(event), key=lambda e: e.path)), None)

@@ -172,7 +172,9 @@ class ImportStore:
             return None
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    def mark_running(self, import_id: str, objects: int, bytes_total: int, ranges: int) -> None:
+    def mark_running(
+        self, import_id: str, objects: int, bytes_total: int, ranges: int, plan_errors: int = 0
+    ) -> None:
         self.client.hset(
             self._key(import_id),
             mapping={
@@ -180,6 +182,7 @@ class ImportStore:
                 "objects": objects,
                 "bytesTotal": bytes_total,
                 "rangesTotal": ranges,
+                "planErrors": plan_errors,
                 "startedAt": iso_now(),
             },
         )
@@ -224,6 +227,10 @@ class ImportStore:
             pipe.expire(key, self.ttl)
             pipe.execute()
 
+    def clear_errors(self, import_id: str) -> None:
+        """Forget an import's errors before it is planned again (a DLQ replay)."""
+        self.client.delete(self._key(import_id, "errors"))
+
     def finish(self, import_id: str, status: ImportStatus) -> None:
         self.client.hset(self._key(import_id), mapping={"status": status, "finishedAt": iso_now()})
 
@@ -246,6 +253,7 @@ class ImportStore:
         state["startedAt"] = raw.get("startedAt")
         state["finishedAt"] = raw.get("finishedAt")
         state["errors"] = errors
+        state["planErrors"] = int(raw.get("planErrors", 0))
         state["ranges"] = {
             "total": int(raw.get("rangesTotal", 0)),
             "done": int(raw.get("rangesDone", 0)),

@@ -120,3 +120,88 @@ def test_malformed_rows_list_show_retry_and_purge(
     restored = cli(fast_retries, "dlq", "import", str(backup))
     assert restored.returncode == 0 and "imported 8 entries" in restored.stdout
     assert cli_json(fast_retries, "dlq", "list")["depth"] == 8
+
+
+def test_failed_scan_ends_the_import_failed_and_replays(
+    fast_retries: dict[str, str], procs: ProcessGroup, s3_client: Any, bucket: str
+) -> None:
+    missing = f"late-{uuid.uuid4().hex[:10]}"
+    procs.start_worker(fast_retries)
+    state = run_import(fast_retries, f"s3://{missing}/in/")
+    assert state["status"] == "failed"
+    assert any("NoSuchBucket" in e for e in state["errors"])
+    entries = cli_json(fast_retries, "dlq", "list", "--kind", "task")["entries"]
+    assert [e["source"] for e in entries] == [f"s3://{missing}/in/"]
+
+    s3_client.create_bucket(Bucket=missing)
+    s3_client.put_object(
+        Bucket=missing, Key="in/clean.csv", Body=(FIXTURES / "entities" / "clean.csv").read_bytes()
+    )
+    assert cli(fast_retries, "dlq", "retry", "--all").returncode == 0
+    done = cli(fast_retries, "imports", "show", state["importId"], "--json")
+    from tests.services import wait_for
+
+    def succeeded() -> bool:
+        shown = json.loads(cli(fast_retries, "imports", "show", state["importId"], "--json").stdout)
+        return bool(shown["status"] == "succeeded" and shown["rowsStored"] == 20)
+
+    assert done.returncode == 0
+    wait_for(succeeded, 60, 0.3, "the replayed import to succeed")
+
+
+def test_a_full_dlq_keeps_the_range_retrying_instead_of_losing_it(
+    fast_retries: dict[str, str], procs: ProcessGroup, s3_client: Any, bucket: str
+) -> None:
+    import redis
+
+    from ingest.dlq import DeadLetterQueue, row_entry
+
+    env = dict(fast_retries, INGEST_DLQ__MAX_ENTRIES="8")
+    dlq = DeadLetterQueue(redis.Redis.from_url(env["INGEST_REDIS_URL"]), max_entries=8)
+    dlq.add(
+        row_entry(
+            object_uri="s3://x/y.csv",
+            etag="e",
+            line=2,
+            offset=9,
+            raw=b"x",
+            reason="placeholder",
+            import_id="old",
+            schema="entities",
+            purpose="p",
+        )
+    )
+    s3_client.put_object(
+        Bucket=bucket,
+        Key="bad/ragged_invalid.csv",
+        Body=(FIXTURES / "entities" / "ragged_invalid.csv").read_bytes(),
+    )
+    procs.start_worker(env)
+    from ingest.config import load_settings
+    from ingest.runtime import Runtime
+    from tasks.imports import submit_import
+    from tests.services import wait_for
+
+    rt = Runtime(load_settings(env))
+    import_id = submit_import(
+        rt.settings,
+        rt.redis,
+        rt.schemas,
+        {"uri": f"s3://{bucket}/bad/", "schema": "entities", "purpose": "p"},
+        "test",
+    )
+    from ingest.s3csv.imports import ImportStore
+
+    store = ImportStore(rt.redis)
+    wait_for(lambda: (store.get(import_id) or {}).get("status") == "running", 60, 0.2, "running")
+    assert dlq.depth() == 1  # the 8 rows do not fit beside it: the range waits, not lost
+    assert (store.get(import_id) or {})["rowsStored"] == 0
+    dlq.purge()
+    wait_for(
+        lambda: (store.get(import_id) or {}).get("status") == "succeeded",
+        90,
+        0.3,
+        "the range to finish once the DLQ had room",
+    )
+    state = store.get(import_id) or {}
+    assert state["rowsRejected"] == 8 and state["rowsStored"] == 2

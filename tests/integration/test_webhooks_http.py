@@ -494,6 +494,13 @@ class TestEventSchema:
         assert "webhook_event" in answer.get_json()["error"]
         assert "'type' is a required property" in answer.get_json()["error"]
 
+    def test_formats_are_checked(self, redis_url: str, redis_client: redis.Redis) -> None:
+        client = self.schema_client(redis_url)
+        bad = client.post("/v1/webhooks/open", json={"type": "a", "at": "not a date"})
+        assert bad.status_code == 400 and "date-time" in bad.get_json()["error"]
+        good = client.post("/v1/webhooks/open", json={"type": "a", "at": "2026-11-25T10:00:00Z"})
+        assert good.status_code == 202
+
     def test_batch_names_the_failing_event(self, redis_url: str, redis_client: redis.Redis) -> None:
         body = [{"type": "a"}, {"type": 5}]
         answer = self.schema_client(redis_url).post("/v1/webhooks/open/batch", json=body)
