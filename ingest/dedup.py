@@ -23,9 +23,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from ingest.hashing import canonical_json
-
-__all__ = ["IDENTITY_BYTES", "DedupIndex", "identities_from_hex", "key_field_identity"]
+__all__ = ["IDENTITY_BYTES", "DedupIndex", "identities_from_hex", "key_field_identities"]
 
 IDENTITY_BYTES = 16
 # Lua's unpack() has a fixed stack limit; 4000 members a call stays well inside it.
@@ -64,9 +62,38 @@ def identities_from_hex(hex_hashes: Sequence[str]) -> np.ndarray:
     return np.frombuffer(bytes.fromhex(joined), dtype=f"S{IDENTITY_BYTES}").copy()
 
 
-def key_field_identity(values: Sequence[Any]) -> bytes:
-    """The identity of a record by its key-field values (canonical JSON, SHA-256)."""
-    return hashlib.sha256(canonical_json(list(values))).digest()[:IDENTITY_BYTES]
+def key_field_identities(frame: Any, fields: Sequence[str]) -> np.ndarray:
+    """Identities (``S16``) of a frame's rows by their key-field values, computed column-wise.
+
+    A row's identity is the SHA-256 of its key-field values as text joined by U+001F (a null
+    is U+0000; a time is its integer nanoseconds, which is exact and cheap to render).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    texts = []
+    for name in fields:
+        column = pa.array(frame[name], from_pandas=True)
+        if pa.types.is_timestamp(column.type):  # the same instant in any unit: nanoseconds
+            column = column.cast(pa.timestamp("ns", tz=column.type.tz))
+        if pa.types.is_temporal(column.type):
+            column = column.cast(pa.int64())
+        texts.append(pc.cast(column, pa.string()))
+    joined = pc.binary_join_element_wise(
+        *texts, "\x1f", null_handling="replace", null_replacement="\x00"
+    )
+    return identities_from_hex(_sha256_hex_column(joined))
+
+
+def _sha256_hex_column(values: Any) -> list[str]:
+    try:
+        import polars as pl
+        import polars_hash as plh
+    except ImportError:  # the hashlib loop gives the same digests, slower
+        return [hashlib.sha256(v.encode()).hexdigest() for v in values.to_pylist()]
+    series = pl.Series("k", values)
+    hexes = series.to_frame().select(plh.col("k").chash.sha2_256()).to_series()
+    return hexes.to_list()
 
 
 class DedupIndex:

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from ingest.circuit import breaker_for
 from ingest.config import Settings
-from ingest.dedup import DedupIndex, identities_from_hex, key_field_identity
+from ingest.dedup import DedupIndex, identities_from_hex, key_field_identities
 from ingest.dlq import DeadLetterQueue, row_entry, task_entry
 from ingest.errors import PermanentError
 from ingest.provenance import ProvenanceBuilder
@@ -291,8 +291,7 @@ class RangeProcessor:
             return positions, np.ones(len(positions), dtype=bool)
         key_fields = schema.key_fields or self.settings.s3csv.deduplication.key_fields
         if key_fields and all(f in result.valid.columns for f in key_fields):
-            values = result.valid[key_fields].astype(str).itertuples(index=False, name=None)
-            ids = np.array([key_field_identity(v) for v in values], dtype="S16")
+            ids = key_field_identities(result.valid, key_fields)
         else:
             hashes = parsed.content_hashes.take(pa.array(positions)).to_pylist()
             ids = identities_from_hex(hashes)
