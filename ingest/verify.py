@@ -35,7 +35,12 @@ class VerifyReport:
 
 
 def records_at(path_or_uri: str, s3_client: Any = None) -> Iterator[StoredRecord]:
-    """Stored records under a path, ``file://`` or ``s3://`` URI (a single file works too)."""
+    """Stored records under a path, ``file://``, ``s3://`` or ``postgresql://`` URI (or a file)."""
+    if path_or_uri.startswith(("postgresql://", "postgres://")):
+        from ingest.sinks.postgres import PostgresSink
+
+        yield from PostgresSink(path_or_uri).iter_records()
+        return
     if "://" not in path_or_uri:
         path = Path(path_or_uri)
         if not path.exists():

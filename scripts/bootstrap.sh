@@ -49,6 +49,17 @@ ensure_redis_binary() {
   fi
 }
 
+ensure_postgres_binaries() {
+  # The PostgreSQL sink's tests run a throw-away cluster from Debian's binaries.
+  if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    log "installing Debian's postgresql"
+    apt_install postgresql || return 1
+    # The package starts a system cluster on 5432; tests run their own on ports of their own.
+    (service postgresql stop || true) >/dev/null 2>&1
+  fi
+}
+
 ensure_venv
 ensure_redis_binary
+ensure_postgres_binaries || log "no PostgreSQL: the PostgreSQL sink's tests will fail"
 export PATH="$VENV/bin:$PATH"

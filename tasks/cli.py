@@ -217,8 +217,10 @@ def imports_show(import_id: str, as_json: bool) -> None:
 
 def _register_subcommands() -> None:
     from tasks.cli_dlq import dlq_group
+    from tasks.cli_sink import sink_group
 
     main.add_command(dlq_group)
+    main.add_command(sink_group)
 
 
 _register_subcommands()

@@ -13,6 +13,8 @@ import pytest
 from tests.processes import ProcessGroup
 from tests.services import MotoServer, RedisServer
 
+pytest_plugins = ["tests.pg_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -11,9 +11,13 @@ __all__ = ["FileSink", "Sink", "SinkError", "StoredRecord", "WriteResult", "open
 
 
 def open_sink(uri: str, s3_client: Any = None) -> Sink:
-    """The sink for ``uri``: ``file://DIR`` or ``s3://bucket/prefix``."""
+    """The sink for ``uri``: ``file://DIR``, ``s3://bucket/prefix`` or ``postgresql://...``."""
     if uri.startswith(("file://", "s3://")):
         return FileSink(uri, s3_client=s3_client)
     if uri.startswith(("postgresql://", "postgres://")):
-        raise ValueError("the PostgreSQL sink is not available in this version")
-    raise ValueError(f"unsupported sink URI {uri!r}: use file://DIR or s3://bucket/prefix")
+        from ingest.sinks.postgres import PostgresSink
+
+        return PostgresSink(uri)
+    raise ValueError(
+        f"unsupported sink URI {uri!r}: use file://DIR, s3://bucket/prefix or postgresql://..."
+    )
