@@ -90,9 +90,33 @@ def configuration_markdown() -> str:
     rows = _rows(Settings, [])
     rows += _rows(RateLimitConfig, ["(rate limits)"])
     rows += _rows(SourceConfig, ["http", "sources", "<name>"], dynamic=True)
-    examples = sorted((DOCS.parent / "config").glob("*.json"))
-    tail = "\n## Example files\n\n" + "".join(f"- `config/{p.name}`\n" for p in examples)
-    return HEADER + "\n".join(rows) + "\n" + tail
+    return HEADER + "\n".join(rows) + "\n" + _examples()
+
+
+EXAMPLE_NOTES = {
+    "seed-example.json": "The seed's example, unchanged: it must always load.",
+    "local-development.json": "Local development: local Redis and S3 server, a signed and an "
+    "unsigned webhook source, console logs.",
+    "local-dev.json": "Local development: local Redis and S3 server, a signed and an unsigned "
+    "webhook source, console logs.",
+    "s3-only.json": "Bulk S3/CSV imports only, into an S3 sink, from an allowed bucket.",
+    "webhooks-only.json": "Webhooks only: two sources (Standard Webhooks and GitHub-style "
+    "HMAC), limits and backpressure.",
+    "production.json": "Production-like: shared Redis, S3 sink, bounded DLQ, JSON logs.",
+}
+
+
+def _examples() -> str:
+    parts = [
+        "\n## Examples for the common cases\n\nEach file in `config/` loads as it stands "
+        "(a test checks it): `INGEST_CONFIG=config/NAME.json`.\n"
+    ]
+    for path in sorted((DOCS.parent / "config").glob("*.json")):
+        note = EXAMPLE_NOTES.get(path.name, "")
+        parts.append(
+            f"\n### `config/{path.name}`\n\n{note}\n\n```json\n{path.read_text().strip()}\n```\n"
+        )
+    return "".join(parts)
 
 
 def generated_docs() -> dict[Path, str]:
