@@ -74,13 +74,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             check=True,
         )
     size = csv_path.stat().st_size
-    redis_server = RedisServer(work / "redis").start()
-    s3 = MotoServer(log_path=work / "s3.log").start()
+    # Only the input is reused: a fresh Redis and sink, or every range would just resume.
+    run_dir = work / time.strftime("run-%Y%m%d-%H%M%S")
+    redis_server = RedisServer(run_dir / "redis").start()
+    s3 = MotoServer(log_path=run_dir / "s3.log").start()
     env = dict(
         os.environ,
         INGEST_REDIS_URL=redis_server.url,
         INGEST_S3_ENDPOINT_URL=s3.url,
-        INGEST_SINK_URI=args.sink or f"file://{work / 'sink'}",
+        INGEST_SINK_URI=args.sink or f"file://{run_dir / 'sink'}",
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             + f" -c {args.concurrency} --without-gossip --without-mingle",
         ],
         env=env,
-        log_path=work / "worker.log",
+        log_path=run_dir / "worker.log",
         cwd=ROOT,
     ).start()
     try:
