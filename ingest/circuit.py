@@ -9,6 +9,7 @@ endpoint from this process's own retries.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from ingest.errors import RetryableError, is_retryable
 __all__ = ["CircuitBreaker", "CircuitOpenError", "breaker_for"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class CircuitOpenError(RetryableError):
@@ -75,10 +77,19 @@ class CircuitBreaker:
         with self._lock:
             self._trial = False
             if not failed:
+                if self.opened_at is not None:
+                    log.warning("circuit %s closed: the dependency answers again", self.name)
                 self.failures, self.opened_at = 0, None
                 return
             self.failures += 1
             if self.failures >= self.threshold or self.opened_at is not None:
+                if self.opened_at is None:
+                    log.warning(
+                        "circuit %s opened after %d failures; calls fail fast for %.1fs",
+                        self.name,
+                        self.failures,
+                        self.reset_seconds,
+                    )
                 self.opened_at = self.clock()
 
     def call(self, fn: Callable[[], T]) -> T:

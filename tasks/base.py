@@ -54,7 +54,11 @@ class IngestTask(Task):
                 log.warning(
                     "task %s failed (%s); retry %d in %.1fs", self.name, exc, retries + 1, countdown
                 )
-                raise self.retry(exc=exc, countdown=countdown) from exc
+                # Our limit, not Celery's default of 3: past that, retry() would re-raise the
+                # error and the task would fail without being dead-lettered.
+                raise self.retry(
+                    exc=exc, countdown=countdown, max_retries=self.max_attempt_retries()
+                ) from exc
             log.error("task %s gave up after %d retries: %r", self.name, retries, exc)
             try:
                 return on_give_up(exc)

