@@ -18,6 +18,7 @@ from ingest.dedup import DedupIndex
 from ingest.dlq import DeadLetterQueue
 from ingest.schemas import SchemaRegistry
 from ingest.sinks import Sink, open_sink
+from ingest.sinks.traced import traced_sink
 
 __all__ = ["Runtime", "get_runtime", "reset_runtime"]
 
@@ -75,7 +76,8 @@ class Runtime:
     @cached_property
     def sink(self) -> Sink:
         uri = self.settings.sink_uri
-        return open_sink(uri, s3_client=self.s3 if uri.startswith("s3://") else None)
+        # Writes are traced (ingest.sink.write spans) whatever the sink is.
+        return traced_sink(open_sink(uri, s3_client=self.s3 if uri.startswith("s3://") else None))
 
 
 def _warn_dlq_depth(depth: int) -> None:

@@ -12,6 +12,7 @@ from celery import Celery
 from kombu import Queue
 
 from ingest.config import ConfigError, Settings, load_settings
+from tasks import observability  # noqa: F401  (logs, metrics, traces, Sentry: signal handlers)
 
 __all__ = [
     "ALL_QUEUES",

@@ -11,6 +11,7 @@ from celery import Task
 
 from ingest.dlq import DeadLetterQueueFull
 from ingest.errors import is_retryable
+from ingest.metrics import observe_task_dead_lettered
 from ingest.runtime import Runtime, get_runtime
 
 __all__ = ["IngestTask", "backoff_seconds", "runtime"]
@@ -60,6 +61,7 @@ class IngestTask(Task):
                     exc=exc, countdown=countdown, max_retries=self.max_attempt_retries()
                 ) from exc
             log.error("task %s gave up after %d retries: %r", self.name, retries, exc)
+            observe_task_dead_lettered(self.name)
             try:
                 return on_give_up(exc)
             except DeadLetterQueueFull as full:

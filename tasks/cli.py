@@ -37,6 +37,9 @@ def emit_json(value: Any) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """IntelGraph ingest: bulk S3/CSV imports, webhooks, the DLQ and provenance."""
+    from tasks.observability import start_tracing
+
+    start_tracing("intelgraph-ingest-cli")  # traces the tasks it sends, when OTEL_* asks
 
 
 @main.group("config")

@@ -17,6 +17,7 @@ from celery.app.task import Task
 
 from ingest.dlq import task_entry
 from ingest.errors import PermanentError
+from ingest.metrics import observe_import_range
 from ingest.runtime import Runtime
 from ingest.s3csv.imports import ImportStore, RangeSummary
 from ingest.s3csv.pipeline import RangeProcessor, RangeSpec
@@ -148,6 +149,15 @@ def process_range(self: Task, spec: dict[str, Any]) -> dict[str, Any]:
         on_give_up=lambda exc: processor.give_up(range_spec, exc, self),
     )
     _store().credit_range(range_spec.importId, summary)
+    observe_import_range(
+        range_spec.schema_name,
+        bytes_read=summary.bytes,
+        stored=summary.rowsStored,
+        rejected=summary.rowsRejected,
+        duplicates=summary.duplicatesDropped,
+        resumed=summary.resumed,
+        failed=summary.failed,
+    )
     return summary.model_dump()
 
 

@@ -6,7 +6,7 @@ from flask import Flask
 
 from ingest.config import Settings, load_settings
 from ingest.runtime import Runtime
-from webapp import admin, errors, health, webhooks
+from webapp import admin, errors, health, observability, webhooks
 
 __all__ = ["create_app"]
 
@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["ingest.settings"] = settings
     app.extensions["ingest.runtime"] = Runtime(settings)
     errors.register(app)
+    observability.init_app(app)  # logs, request ids, metrics and /metrics, traces, Sentry
     app.register_blueprint(health.bp)
     admin.init_limits(app)
     app.register_blueprint(admin.bp)

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import multiprocessing
+from typing import Any
 
 from ingest.config import load_settings
+from ingest.metrics import use_multiprocess_values
+from ingest.metrics_dir import prepare_metrics_dir
 
 _settings = load_settings()
+# prometheus-client multiprocess mode for every worker, set here in the master before they
+# fork (see docs/observability.md). Importing this module ran webapp/__init__, which loaded
+# prometheus_client already, hence the switch of its value class as well as the variable.
+_metrics_dir = prepare_metrics_dir(_settings.observability.metrics_dir, f"web-{_settings.port}")
+_metrics_dir.activate()
+use_multiprocess_values()
 
 bind = f"0.0.0.0:{_settings.port}"
 worker_class = "gevent"
@@ -19,3 +28,15 @@ graceful_timeout = 30
 keepalive = 5
 accesslog = None
 errorlog = "-"
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Retire a dead worker's live gauges from the multiprocess directory."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory when it was a temporary one."""
+    _metrics_dir.cleanup()

@@ -42,9 +42,11 @@ from ingest.http.intake import (
     webhook_sources,
 )
 from ingest.http.signatures import SignatureError, verify_signature
+from ingest.metrics import Reason
 from ingest.ratelimit import RateDecision, TokenBucket, ratelimit_headers
 from webapp.context import settings
 from webapp.errors import ApiError, error_response
+from webapp.observability import note_webhook_reason
 from webapp.publisher import QUEUE, PublishError, app_lock, get_publisher
 
 __all__ = ["bp"]
@@ -156,6 +158,7 @@ def _check_backpressure(services: _Services) -> None:
         return
     policy = settings().http.backpressure
     if services.backlog.over(policy.high_water_mark):
+        note_webhook_reason(Reason.BACKPRESSURE)
         raise ApiError(
             503,
             "too many webhook batches are waiting to be stored; retry later",
@@ -306,6 +309,7 @@ def _check_schema(source: WebhookSource, events: Sequence[ParsedEvent]) -> None:
     for index, parsed in enumerate(events):
         problem = source.event_schema.problem(parsed.event)
         if problem is not None:
+            note_webhook_reason(Reason.INVALID_EVENT)
             where = f"event {index}: " if len(events) > 1 else ""
             raise ApiError(400, where + problem)
 

@@ -1,0 +1,51 @@
+"""``GET /metrics``: every gunicorn worker's metrics (multiprocess mode) plus queue depths."""
+
+from __future__ import annotations
+
+import os
+from typing import cast
+
+import redis
+from flask import Blueprint, Response, current_app
+from prometheus_client import CollectorRegistry
+
+from ingest.metrics_exposition import CONTENT_TYPE, QueueDepthCollector, render, scrape_registry
+from ingest.runtime import Runtime
+from tasks.app import ALL_QUEUES
+from webapp.context import runtime
+
+__all__ = ["bp"]
+
+bp = Blueprint("metrics", __name__)
+_EXTENSION = "ingest.metrics_registry"
+QUEUE_STATS_MAX_AGE = 5.0
+
+
+def _queue_collector(rt: Runtime) -> QueueDepthCollector:
+    broker = rt.settings.effective_broker_url
+    queues: tuple[str, ...] = ALL_QUEUES
+    client = rt.redis
+    if broker != rt.settings.redis_url:
+        if broker.startswith(("redis://", "rediss://", "unix://")):
+            client = redis.Redis.from_url(broker, socket_timeout=5, socket_connect_timeout=2)
+        else:
+            queues = ()  # a broker that is not Redis: its own monitoring shows its queues
+    return QueueDepthCollector(
+        lambda: client, queues, lambda: rt.dlq.depth(), max_age=QUEUE_STATS_MAX_AGE
+    )
+
+
+def _registry() -> CollectorRegistry:
+    # One registry per process: the queue-depth cache is shared by this worker's scrapes.
+    extensions = current_app.extensions
+    found = extensions.get(_EXTENSION)
+    if found is None or found[0] != os.getpid():
+        registry = scrape_registry([_queue_collector(runtime())])
+        found = extensions[_EXTENSION] = (os.getpid(), registry)
+    return cast(CollectorRegistry, found[1])
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text exposition of the web process (all its workers) and the queues."""
+    return Response(render(_registry()), content_type=CONTENT_TYPE)
