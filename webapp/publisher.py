@@ -27,6 +27,7 @@ from flask import Flask
 from kombu import Queue
 
 from ingest.config import Settings
+from ingest.tracing import batch_span, capture_context
 
 __all__ = [
     "QUEUE",
@@ -63,6 +64,9 @@ class _Waiter:
     # A lambda, so the class in use at run time (gevent's, once patched) is looked up then.
     done: threading.Event = field(default_factory=lambda: threading.Event())
     error: BaseException | None = None
+    # The request's trace context: the flusher thread publishes inside it, so a request's
+    # trace leads to its batch task and on to the sink write.
+    trace_context: Any = field(default_factory=capture_context)
 
 
 @dataclass
@@ -184,7 +188,9 @@ class BatchPublisher:
     ) -> None:
         payload = {"batchId": uuid.uuid4().hex, **fields, "events": events}
         try:
-            self._send(payload)
+            contexts = [w.trace_context for w in members]
+            with batch_span("ingest.webhooks.publish", contexts, **{"ingest.events": len(events)}):
+                self._send(payload)
         except Exception as exc:  # any broker failure fails exactly the requests in this message
             log.warning("publishing a webhook batch failed: %s", exc)
             for waiter in members:

@@ -190,11 +190,6 @@ def test_a_webhook_batch_is_measured_from_its_messages(
     )
 
 
-@pytest.mark.xfail(
-    reason="webapp/publisher.py publishes from its own thread without the requests' trace "
-    "context; wrap its send in ingest.tracing.batch_span (see docs/observability.md)",
-    strict=False,
-)
 def test_a_webhook_request_leads_to_its_batch(app: Flask, exporter: InMemorySpanExporter) -> None:
     answer = app.test_client().post("/v1/webhooks/open", json={"kind": "trace", "n": 2})
     assert answer.status_code == 202
