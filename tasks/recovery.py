@@ -1,17 +1,19 @@
 """Give a dead worker's unacknowledged tasks back to the queues when a worker starts.
 
 With ``acks_late``, a task whose worker was killed stays in Redis's ``unacked`` hash until the
-visibility timeout passes. A worker restarted after a crash should not wait that long: at
-start it asks every live worker which tasks they hold, and restores the unacknowledged
+visibility timeout passes. Workers should not wait that long: every worker, from its main
+process, asks the live workers which tasks they hold and restores the unacknowledged
 messages that nobody holds and that are older than a short grace period (a live worker may
-have just received a message it has not reported yet). Tasks are idempotent, so the rare
-double restore costs work, not correctness.
+have just received a message it has not reported yet) — at start, again just past the grace
+period, then every ``SWEEP_INTERVAL`` seconds. Tasks are idempotent, so the rare double
+restore costs work, not correctness.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -65,14 +67,37 @@ def restore_orphaned_tasks(
     return restored
 
 
-@worker_ready.connect
-def _recover_at_start(sender: Any = None, **_: Any) -> None:
-    if sender is None or not sender.app.conf.broker_url.startswith(("redis://", "rediss://")):
-        return
+SWEEP_INTERVAL = 30.0
+
+
+def _sweep(app: Celery, hostname: str) -> None:
     try:
-        restored = restore_orphaned_tasks(sender.app, exclude=sender.hostname)
+        restored = restore_orphaned_tasks(app, exclude=hostname)
     except Exception:  # recovery is best effort; the visibility timeout still applies
         log.exception("could not restore orphaned tasks")
         return
     if restored:
         log.warning("restored %d unacknowledged tasks of a dead worker", restored)
+
+
+def _sweep_forever(app: Celery, hostname: str) -> None:
+    # Once at start, once more just past the grace period (messages a dead worker took
+    # moments before it died were too young the first time), then now and then, so a dead
+    # worker's tasks come back even when no new worker starts.
+    _sweep(app, hostname)
+    time.sleep(GRACE_SECONDS + 1)
+    while True:
+        _sweep(app, hostname)
+        time.sleep(SWEEP_INTERVAL)
+
+
+@worker_ready.connect
+def _recover_at_start(sender: Any = None, **_: Any) -> None:
+    if sender is None or not sender.app.conf.broker_url.startswith(("redis://", "rediss://")):
+        return
+    threading.Thread(
+        target=_sweep_forever,
+        args=(sender.app, sender.hostname),
+        name="ingest-task-recovery",
+        daemon=True,
+    ).start()
