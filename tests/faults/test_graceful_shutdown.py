@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,9 +16,13 @@ from typing import Any
 import pytest
 import requests
 
-from ingest.sinks import FileSink
 from tests.e2e.test_webhooks_e2e import start_stack, stored_event_ids
-from tests.faults.test_worker_kill import import_state, input_csv
+from tests.faults.test_worker_kill import (
+    assert_every_row_once,
+    import_state,
+    input_csv,
+    wait_finished,
+)
 from tests.processes import ProcessGroup
 from tests.services import ManagedProcess, wait_for
 
@@ -88,21 +91,8 @@ def test_sigterm_to_the_worker_during_an_import(
 
     procs.start_worker(env)
 
-    def finished() -> dict[str, Any] | None:
-        state = import_state(env, import_id)
-        return state if state.get("status") in ("succeeded", "failed") else None
-
-    state = wait_for(finished, 120, 0.2, "the import to finish in the new worker")
-    assert state["status"] == "succeeded", state
-    total = len(data.splitlines()) - 1
-    assert state["rowsStored"] == total
-    assert state["bytesProcessed"] == state["bytesTotal"] == len(data)
-
-    stored = [
-        r.record["provenance"]["contentHash"] for r in FileSink(f"file://{sink_dir}").iter_records()
-    ]
-    assert len(stored) == total, "a row was stored twice or lost"
-    assert set(stored) == {hashlib.sha256(line).hexdigest() for line in data.splitlines()[1:]}
+    state = wait_finished(env, import_id, 120, "the import to finish in the new worker")
+    assert_every_row_once(state, data, sink_dir)
 
 
 SOURCES = {

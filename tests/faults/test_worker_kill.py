@@ -34,6 +34,28 @@ def import_state(env: dict[str, str], import_id: str) -> dict[str, Any]:
     return ImportStore(redis.Redis.from_url(env["INGEST_REDIS_URL"])).get(import_id) or {}
 
 
+def wait_finished(env: dict[str, str], import_id: str, timeout: float, what: str) -> dict[str, Any]:
+    """Wait until the import ends, succeeded or failed, and return its state."""
+
+    def finished() -> dict[str, Any] | None:
+        state = import_state(env, import_id)
+        return state if state.get("status") in ("succeeded", "failed") else None
+
+    return wait_for(finished, timeout, 0.2, what)  # type: ignore[no-any-return]
+
+
+def assert_every_row_once(state: dict[str, Any], data: bytes, sink_dir: Path) -> None:
+    """The import succeeded and the sink holds each input row exactly once (count and hashes)."""
+    assert state["status"] == "succeeded", state
+    total = len(data.splitlines()) - 1
+    assert state["rowsStored"] == total
+    assert state["bytesProcessed"] == state["bytesTotal"] == len(data)
+    sink = FileSink(f"file://{sink_dir}")
+    stored = [r.record["provenance"]["contentHash"] for r in sink.iter_records()]
+    assert len(stored) == total, "a row was stored twice or lost"
+    assert set(stored) == {hashlib.sha256(line).hexdigest() for line in data.splitlines()[1:]}
+
+
 def test_three_worker_kills_during_an_import(
     stack_env: dict[str, str], procs: ProcessGroup, s3_client: Any, bucket: str, sink_dir: Path
 ) -> None:
@@ -59,7 +81,6 @@ def test_three_worker_kills_during_an_import(
         {"uri": f"s3://{bucket}/big/", "schema": "events_wide", "purpose": "fault-test"},
         "test",
     )
-    total = None
     for kill_at in (0.15, 0.4, 0.65):
 
         def progressed(threshold: float = kill_at) -> bool:
@@ -73,21 +94,7 @@ def test_three_worker_kills_during_an_import(
         worker.proc.wait(timeout=10)
         worker = procs.start_worker(env)
 
-    def finished() -> dict[str, Any] | None:
-        state = import_state(env, import_id)
-        return state if state.get("status") in ("succeeded", "failed") else None
-
     # Recovery is prompt (tasks of the killed worker are restored when a worker starts),
     # far inside the 600 s visibility timeout configured above.
-    state = wait_for(finished, 180, 0.2, "the import to finish after the kills")
-    assert state["status"] == "succeeded", state
-    total = len(data.splitlines()) - 1
-    assert state["rowsStored"] == total
-    assert state["bytesProcessed"] == state["bytesTotal"] == len(data)
-
-    stored = [
-        r.record["provenance"]["contentHash"] for r in FileSink(f"file://{sink_dir}").iter_records()
-    ]
-    expected = {hashlib.sha256(line).hexdigest() for line in data.splitlines()[1:]}
-    assert len(stored) == total, "a row was stored twice or lost"
-    assert set(stored) == expected
+    state = wait_finished(env, import_id, 180, "the import to finish after the kills")
+    assert_every_row_once(state, data, sink_dir)
