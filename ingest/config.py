@@ -185,6 +185,12 @@ class HttpConfig(Section):
     max_batch_events: int = Field(1000, ge=1, description="Largest batch request, in events.")
     max_json_depth: int = Field(32, ge=2, description="Deepest JSON nesting accepted.")
     backpressure: BackpressureConfig = Field(default_factory=BackpressureConfig)
+    redeliver_after: int = Field(
+        300,
+        ge=1,
+        description="Seconds after which a worker republishes an accepted batch not yet stored "
+        "(the outbox); longer than a batch may wait in a full queue.",
+    )
     admin_rate_limit: str = Field("60/minute", description="flask-limiter limit per client IP.")
 
 

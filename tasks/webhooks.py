@@ -4,17 +4,25 @@ Delivery is at least once (``acks_late``); storing is idempotent per batch id, s
 message stores nothing twice. After ``celery.maxRetries`` failed attempts the whole batch goes
 into the DLQ as one ``task`` entry whose args are the payload, so ``ingest dlq retry`` sends
 the same batch (same id, same file name) through this task again.
+
+The web process keeps every batch in the outbox until it is stored (``ingest.http.outbox``):
+this task removes the entry once the batch is stored or dead-lettered, and postpones its
+republishing while a retry is scheduled.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import Retry
 
 from ingest.dedup import DedupIndex
 from ingest.dlq import task_entry, webhook_source
+from ingest.http.outbox import Outbox
 from ingest.http.storage import store_event_batch
 from ingest.runtime import Runtime
 from tasks.base import IngestTask, runtime
@@ -28,6 +36,7 @@ _DLQ_RETRY_SECONDS = 60
 # Fixed for good: changing it would split a source's existing dedup marks.
 _DEDUP_PARTITIONS = 4
 _dedup_cache: tuple[Runtime, DedupIndex] | None = None
+_outbox_cache: tuple[Runtime, Outbox] | None = None
 
 
 def _dedup_index(rt: Runtime) -> DedupIndex:
@@ -71,7 +80,42 @@ def store_batch(self: IngestTask, payload: dict[str, Any]) -> dict[str, Any]:
         dedup = _dedup_index(rt)
         return store_event_batch(payload, rt.sink, dedup, purpose, classification).summary()
 
-    return self.run_with_retries(work, lambda exc: _dead_letter(self, rt, payload, exc))
+    batch_id = str(payload.get("batchId"))
+    outbox = _outbox(rt)
+    try:
+        result = self.run_with_retries(work, lambda exc: _dead_letter(self, rt, payload, exc))
+    except Retry as retry:
+        # Not stored yet, and a retry is scheduled: the sweeper must not republish meanwhile.
+        _outbox_step(outbox.postpone, batch_id, _delay(retry))
+        raise
+    # Stored (or dead-lettered, where `ingest dlq retry` takes over): the outbox lets go.
+    _outbox_step(outbox.done, batch_id)
+    return result
+
+
+def _outbox(rt: Runtime) -> Outbox:
+    """The outbox on this process's runtime Redis (built once per runtime)."""
+    global _outbox_cache
+    cached = _outbox_cache
+    if cached is None or cached[0] is not rt:
+        cached = _outbox_cache = (rt, Outbox(rt.redis, rt.settings.http.redeliver_after))
+    return cached[1]
+
+
+def _outbox_step(step: Callable[..., None], *args: Any) -> None:
+    # Best effort: an entry left behind is republished later and found already stored.
+    try:
+        step(*args)
+    except Exception as exc:
+        log.warning("outbox bookkeeping for batch %s failed: %s", args[0], exc)
+
+
+def _delay(retry: Retry) -> float:
+    """Seconds until a scheduled retry runs (``when`` is a countdown or an ETA)."""
+    when = retry.when
+    if isinstance(when, datetime):
+        return max(0.0, (when - datetime.now(when.tzinfo or UTC)).total_seconds())
+    return float(when or 0)
 
 
 def _dead_letter(

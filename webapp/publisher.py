@@ -5,7 +5,9 @@ message holding them is in the broker, so a 202 is only ever sent for a durable 
 background thread collects events per source until ``http.bufferSize`` events or
 ``http.batchInterval`` milliseconds after the first one, publishes them as one
 ``ingest.webhooks.store_batch`` message, completes their idempotency keys in one round trip and
-wakes the requests. Only ``threading`` primitives are used, so under gunicorn's gevent worker
+wakes the requests. Each batch is written to the outbox (``ingest.http.outbox``) before its
+message is published, so a message the broker's Redis loses in a crash is republished by a
+worker. Only ``threading`` primitives are used, so under gunicorn's gevent worker
 (monkey-patched) the thread and the waits are greenlets. Every primitive is created when first
 needed, never at import: gunicorn's master imports this module before a worker monkey-patches,
 and a real lock or event made then would block a whole gevent worker.
@@ -13,6 +15,7 @@ and a real lock or event made then would block a whole gevent worker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -22,11 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import redis
 from celery import Celery
 from flask import Flask
 from kombu import Queue
 
 from ingest.config import Settings
+from ingest.http.outbox import Outbox, batch_summary
 from ingest.tracing import batch_span, capture_context
 
 __all__ = [
@@ -36,7 +41,9 @@ __all__ = [
     "PublishError",
     "app_lock",
     "get_publisher",
+    "outbox_for",
     "producer_celery",
+    "send_batch",
     "stop_publisher",
 ]
 
@@ -258,23 +265,43 @@ def app_lock(app: Flask, name: str) -> threading.Lock:
     return cast(threading.Lock, found)
 
 
+def send_batch(celery: Celery, payload: dict[str, Any]) -> None:
+    """Publish one batch message to the webhook queue."""
+    celery.send_task(
+        TASK_NAME,
+        args=[payload],
+        queue=QUEUE,
+        argsrepr=batch_summary(payload),
+        kwargsrepr="{}",
+        ignore_result=True,
+    )
+
+
+def outbox_for(settings: Settings) -> Outbox:
+    """The outbox in the main Redis, with this process's own connection pool."""
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+    )
+    return Outbox(client, redeliver_after=settings.http.redeliver_after)
+
+
 def _start_publisher(app: Flask, complete: Complete | None) -> BatchPublisher:
     settings: Settings = app.extensions["ingest.settings"]
     celery = producer_celery(settings)
+    outbox = outbox_for(settings)
 
     def send(payload: dict[str, Any]) -> None:
-        # A short argsrepr spares Celery a truncated repr of the whole payload (CPU on every
-        # publish) and shows operators what the message is in Flower and the worker log.
-        summary = f"[<webhook batch {payload['batchId']} of {payload['source']}: "
-        summary += f"{len(payload['events'])} events>]"
-        celery.send_task(
-            TASK_NAME,
-            args=[payload],
-            queue=QUEUE,
-            argsrepr=summary,
-            kwargsrepr="{}",
-            ignore_result=True,
-        )
+        # Outbox first: a message lost by the broker's Redis is republished from it later.
+        outbox.put(payload)
+        try:
+            send_batch(celery, payload)
+        except Exception:
+            # These requests get 503 and will be retried by their senders: do not republish.
+            # If this fails too, a later republish stores events that were answered 503,
+            # which content dedup and the senders' idempotency keys make harmless.
+            with contextlib.suppress(Exception):
+                outbox.done(str(payload["batchId"]))
+            raise
 
     publisher = BatchPublisher(
         send,

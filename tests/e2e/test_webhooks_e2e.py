@@ -181,3 +181,27 @@ def test_every_202_survives_kill_9_of_the_web(
     stored = stored_event_ids(sink_dir)
     assert max(stored.values()) == 1
     assert verify_records(records_at(str(sink_dir))).ok
+
+
+def test_accepted_batches_lost_by_the_broker_are_republished_from_the_outbox(
+    env: dict[str, str], procs: ProcessGroup, sink_dir: Path, redis_client: Any
+) -> None:
+    # No worker yet: the batch messages wait in the queue, then vanish from it, as a message
+    # popped by a worker just before a Redis crash does (kombu's BRPOP + unacked gap).
+    _, base = procs.start_web(env)
+    tag = uuid.uuid4().hex[:8]
+    with requests.Session() as session:
+        answers = [post_event(session, base, n, tag) for n in range(40)]
+    assert {code for _, code in answers} == {202}
+    assert redis_client.llen("ingest.webhooks") > 0
+    assert redis_client.hlen("ingest:webhooks:outbox") > 0
+    redis_client.delete("ingest.webhooks")
+
+    procs.start_worker(dict(env, INGEST_HTTP__REDELIVER_AFTER="2"))
+    accepted = {msg_id for msg_id, _ in answers}
+    wait_for(lambda: accepted <= set(stored_event_ids(sink_dir)), 60, 0.2, "republished events")
+    stored = stored_event_ids(sink_dir)
+    assert stored == Counter(accepted)
+    # Stored batches leave the outbox: nothing more will be republished.
+    wait_for(lambda: redis_client.hlen("ingest:webhooks:outbox") == 0, 30, 0.2, "empty outbox")
+    assert verify_records(records_at(str(sink_dir))).ok

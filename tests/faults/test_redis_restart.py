@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,6 +97,9 @@ def test_kill_9_of_redis_under_webhook_load(
         INGEST_HTTP__SOURCES=json.dumps(SOURCES),
         # The least Celery allows: a message left unacknowledged by the outage comes back soon.
         INGEST_CELERY__VISIBILITY_TIMEOUT="30",
+        # A message lost in the outage (popped, not yet recorded as unacked) comes back from
+        # the outbox this soon; batches merely slow to store are stored once all the same.
+        INGEST_HTTP__REDELIVER_AFTER="5",
     )
     worker = procs.start_worker(env)
     _, base = procs.start_web(env, workers=2)
@@ -128,11 +132,11 @@ def test_kill_9_of_redis_under_webhook_load(
     assert all(a.retry_after for a in answers if a.status == 503)
 
     accepted = {a.key for a in answers if a.status == 202}
-    gaps = []
     if not worker.alive():
-        # Known gap (see report): kombu's restore of unacked messages on connection loss
-        # raises AttributeError and Celery stops the worker. A supervisor would restart it.
-        gaps.append(f"worker exited (code {worker.stop()}): {unrecoverable(worker)}")
+        # Kombu's restore of unacked messages on connection loss can raise AttributeError
+        # (kombu #582/#970), and Celery then stops the worker: do what its supervisor does.
+        exited = f"worker exited (code {worker.stop()}): {unrecoverable(worker)}"
+        warnings.warn(exited, stacklevel=1)
         procs.start_worker(env)
     try:
         wait_for(
@@ -142,14 +146,12 @@ def test_kill_9_of_redis_under_webhook_load(
             "every accepted event in the sink",
         )
     except TimeoutError:
-        gaps.append(missing_events(env, accepted - set(stored_event_ids(sink_dir))))
+        pytest.fail(missing_events(env, accepted - set(stored_event_ids(sink_dir))))
     stored = stored_event_ids(sink_dir)
     assert max(stored.values()) == 1, [k for k, c in stored.items() if c > 1][:5]
     # An event answered 503 may be stored anyway (its publish reached Redis just before the
     # kill), which is harmless: the client retries it under the same key.
     assert set(stored) <= {a.key for a in answers}
-    if gaps:
-        pytest.xfail("Redis restart under load: " + "; ".join(gaps))
 
 
 def unrecoverable(worker: ManagedProcess) -> str:
