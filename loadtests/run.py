@@ -662,14 +662,64 @@ def _run_on(
     rows: list[dict[str, Any]] = []
     for name in names:
         script, env, bound = scenario_env(name, stack, opts)
+        size = 0
         if name == "s3_import" and csv_path is not None:
             size = upload(stack, csv_path, "data/")
             print(f"[s3_import] uploaded {size / 1e6:,.0f} MB ({opts.rows:,} rows)", flush=True)
+        before = redis_usage(stack.redis_url)
         result = run_k6(name, script, env, opts.out, bound)
         rows += threshold_rows(result)
-        rows += derived_rows(result, stack, result["command"])
+        rows += derived_rows(result, stack, result["command"])  # waits for the sink
+        result["redis"] = redis_cost(before, redis_usage(stack.redis_url), result, size)
         results.append(result)
     return results, rows
+
+
+def redis_usage(url: str) -> dict[str, Any]:
+    """Redis's CPU seconds so far and its per-command call counts and microseconds."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        cpu = client.info("cpu")
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {
+        "cpu": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+        "commands": {
+            name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+            for name, v in stats.items()
+        },
+    }
+
+
+def redis_cost(
+    before: dict[str, Any], after: dict[str, Any], result: dict[str, Any], size: int
+) -> dict[str, Any]:
+    """What one scenario cost Redis: CPU seconds, per event or per MB, the costliest commands.
+
+    These are the measured inputs of the capacity model (docs/performance.md): one Redis core
+    serves about ``1 / cpuPerEvent`` events/s, or ``1 / cpuPerMB`` MB/s, across all nodes.
+    """
+    cpu = after["cpu"] - before["cpu"]
+    commands = []
+    for name, (calls, usec) in after["commands"].items():
+        old_calls, old_usec = before["commands"].get(name, (0, 0))
+        if calls > old_calls:
+            commands.append((name, calls - old_calls, usec - old_usec))
+    commands.sort(key=lambda c: -c[2])
+    cost: dict[str, Any] = {
+        "cpuSeconds": round(cpu, 3),
+        "top": [{"command": n, "calls": c, "usec": u} for n, c, u in commands[:6]],
+    }
+    events = result.get("stored") or result.get("extra", {}).get("eventsAccepted")
+    if events:
+        cost["cpuMicrosPerEvent"] = round(cpu / float(events) * 1e6, 2)
+        cost["callsPerEvent"] = round(sum(c for _, c, _ in commands) / float(events), 2)
+    if size:
+        cost["cpuMsPerMB"] = round(cpu / (size / 1e6) * 1e3, 3)
+    return cost
 
 
 # -- reports ----------------------------------------------------------------------------------
@@ -710,8 +760,36 @@ def markdown(report: dict[str, Any]) -> str:
                     f"| {s['target']} | {s['achieved']:.0f} | {s['errorRate']:.3%} | {p95} "
                     f"| {'yes' if s['sustained'] else 'no'} |"
                 )
+    lines += redis_markdown(report["results"])
     lines += ["", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
+
+
+def redis_markdown(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The Redis cost of each scenario (CPU of the one Redis the stack shares)."""
+    lines = [
+        "",
+        "## Redis cost per scenario",
+        "",
+        "| scenario | Redis CPU s | per event | calls per event | per MB | costliest commands |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for result in results:
+        cost = result.get("redis")
+        if not cost:
+            continue
+        per_event = cost.get("cpuMicrosPerEvent")
+        per_mb = cost.get("cpuMsPerMB")
+        top = ", ".join(
+            f"{t['command']} {t['usec'] / 1e6:.2f}s/{t['calls']:,}" for t in cost["top"]
+        )
+        lines.append(
+            f"| {result['scenario']} | {cost['cpuSeconds']:.2f} "
+            f"| {'' if per_event is None else f'{per_event:.1f} µs'} "
+            f"| {cost.get('callsPerEvent', '')} "
+            f"| {'' if per_mb is None else f'{per_mb:.2f} ms'} | {_cell(top)} |"
+        )
+    return lines
 
 
 def study_markdown(study: list[dict[str, Any]], started: str) -> str:
