@@ -6,9 +6,12 @@ The batch payload is what the web process publishes (see ``webapp.publisher``)::
      "events": [{"eventJson": canonical JSON text, "eventId": key, "contentHash": hex,
                  "receivedAt": ISO, "receivedAtEpoch": float, "observedAt": ISO | null}]}
 
-An event may also be given as an ``"event"`` object instead of ``"eventJson"`` (hand-built or
-replayed payloads). Storing is idempotent: the file is named by the batch id, and dedup claims
-are owned by the batch, so a re-executed batch neither stores an event twice nor loses one.
+``eventJson`` must be the event's canonical JSON (``ingest.hashing.canonical_json``), as the
+web sends it. An event may also be given as an ``"event"`` object instead (hand-built or
+replayed payloads); it is canonicalised and hashed here.
+
+Storing is idempotent: the file is named by the batch id, and dedup claims are owned by the
+batch, so a re-executed batch neither stores an event twice nor loses one.
 """
 
 from __future__ import annotations
@@ -56,9 +59,21 @@ def dedup_scope(source: str) -> str:
 
 
 def _event_of(entry: Mapping[str, Any]) -> tuple[Any, str]:
-    """The event and its contentHash, recomputed so provenance always matches the data."""
+    """The event and its contentHash, checked so provenance always matches the data.
+
+    The web sends each event's canonical JSON text and its hash: when the text hashes to the
+    hash sent, the text is canonical and the hash is right, and re-encoding it (the costly
+    part) is skipped. Anything else (a hand-built payload, an ``"event"`` object) is
+    canonicalised and hashed here.
+    """
     text = entry.get("eventJson")
-    event = json.loads(text) if isinstance(text, str) else entry["event"]
+    if isinstance(text, str):
+        event = json.loads(text)
+        digest = sha256_hex(text.encode("utf-8"))
+        if digest == entry.get("contentHash"):
+            return event, digest
+    else:
+        event = entry["event"]
     return event, sha256_hex(canonical_json(event))
 
 
