@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["HASH_ALGORITHM", "canonical_json", "sha256_hex", "strip_line_terminator"]
+if TYPE_CHECKING:  # webhook processes import this module: numpy and pyarrow load on first use
+    import numpy as np
+    import pyarrow as pa
+
+__all__ = [
+    "DIGEST_SIZE",
+    "HASH_ALGORITHM",
+    "canonical_json",
+    "digests_from_hex_text",
+    "sha256_digests",
+    "sha256_hex",
+    "strip_line_terminator",
+]
 
 HASH_ALGORITHM = "SHA-256"
+DIGEST_SIZE = 32
+_HEX_WIDTH = 2 * DIGEST_SIZE
 
 
 def sha256_hex(content: bytes) -> str:
@@ -30,3 +45,60 @@ def strip_line_terminator(line: bytes) -> bytes:
     if line.endswith(b"\r"):
         line = line[:-1]
     return line
+
+
+def sha256_digests(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The SHA-256 digests, shape ``(n, 32)``, of every value of a string or binary column.
+
+    Nulls are not allowed. Polars-hash (Rust) hashes the column when it is installed, and
+    its hex output becomes raw bytes in one call; the :mod:`hashlib` loop is the fallback.
+    Either way no per-value Python object is made on the fast path, which is what costs
+    when a column has hundreds of thousands of values.
+    """
+    import numpy as np
+
+    if values.null_count:
+        raise ValueError("cannot hash a column holding nulls")
+    if len(values) == 0:
+        return np.empty((0, DIGEST_SIZE), dtype=np.uint8)
+    try:  # imported here: webhook processes import this module and never need polars
+        import polars as pl
+        import polars_hash as plh
+    except ImportError:  # optional at run time: hashlib gives the same digests, slower
+        raw = b"".join(hashlib.sha256(v).digest() for v in _as_bytes(values))
+        return np.frombuffer(raw, dtype=np.uint8).reshape(-1, DIGEST_SIZE)
+    series = pl.Series("v", values)
+    hexes = series.to_frame().select(plh.col("v").chash.sha2_256()).to_series()
+    return digests_from_hex_text(hexes.to_arrow(compat_level=pl.CompatLevel.oldest()))
+
+
+def _as_bytes(values: pa.Array | pa.ChunkedArray) -> list[bytes]:
+    import pyarrow as pa
+
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return [v.encode() for v in values.to_pylist()]
+    return list(values.to_pylist())
+
+
+def digests_from_hex_text(text: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Raw digests ``(n, 32)`` from a column of 64-character hex SHA-256 values, no nulls.
+
+    Every value being 64 characters, the values buffer holds the hex digits back to back
+    and one ``unhexlify`` call turns all of them into bytes.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
+    count = len(text)
+    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        raise TypeError(f"expected hex digests as strings, got {text.type}")
+    kind = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    bounds = np.frombuffer(text.buffers()[1], dtype=kind)[text.offset : text.offset + count + 1]
+    if text.null_count or int(bounds[-1] - bounds[0]) != count * _HEX_WIDTH:
+        raise ValueError("expected 64 hex digits in every value")
+    if count and bool((np.diff(bounds) != _HEX_WIDTH).any()):
+        raise ValueError("expected 64 hex digits in every value")
+    raw = binascii.unhexlify(memoryview(text.buffers()[2])[int(bounds[0]) : int(bounds[-1])])
+    return np.frombuffer(raw, dtype=np.uint8).reshape(count, DIGEST_SIZE)

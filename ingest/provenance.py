@@ -10,11 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ingest.hashing import HASH_ALGORITHM, canonical_json, sha256_hex
+
+if TYPE_CHECKING:  # pyarrow is loaded by the columnar writers only, not by webhook processes
+    import pyarrow as pa
 
 __all__ = [
     "ProvenanceBuilder",
@@ -110,6 +113,24 @@ class ProvenanceBuilder:
             "batchId": self.batch_id,
         }
 
+    def common_columns(self, rows: int) -> dict[str, pa.Array]:
+        """:meth:`common` as Arrow columns of ``rows`` values each, for columnar writers.
+
+        Every value is the same in a batch, so each text field is a dictionary array over one
+        value (or none, for a missing one): building it costs no per-row work, and Parquet
+        stores it as one dictionary entry and a run of zeros instead of encoding and
+        compressing the text ``rows`` times.
+        Read back, the values are the same; pyarrow presents those fields as
+        ``dictionary<values=string, indices=int32>``.
+        """
+        columns: dict[str, pa.Array] = {}
+        for name, value in self.common().items():
+            if name == "transformations":
+                columns[name] = _repeated_list(value, rows)
+            else:
+                columns[name] = constant_text_column(value, rows)
+        return columns
+
     def stamp(
         self, content_hash: str, *, observed_at: str | None = None, **lineage: Any
     ) -> dict[str, Any]:
@@ -138,6 +159,34 @@ class ProvenanceBuilder:
             parent_id=parent_id,
             transformations=(*self.transformations, transformation),
         )
+
+
+def constant_text_column(value: str | None, rows: int) -> pa.Array:
+    """``rows`` copies of one text value (or nulls) as a dictionary array over that value."""
+    import numpy as np
+    import pyarrow as pa
+
+    if value is None:
+        return pa.DictionaryArray.from_arrays(pa.nulls(rows, pa.int32()), pa.array([], pa.string()))
+    zeros = pa.array(np.zeros(rows, dtype=np.int32))
+    return pa.DictionaryArray.from_arrays(zeros, pa.array([value], pa.string()))
+
+
+def _repeated_list(values: list[str] | None, rows: int) -> pa.Array:
+    """``rows`` copies of one list of strings (or nulls), built without a per-row loop."""
+    import numpy as np
+    import pyarrow as pa
+
+    if values is None:
+        return pa.nulls(rows, type=pa.list_(pa.string()))
+    width = len(values)
+    if width == 1:
+        items = pa.repeat(pa.scalar(values[0], pa.string()), rows)
+        offsets = pa.array(np.arange(rows + 1, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, items)
+    offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
+    positions = pa.array(np.tile(np.arange(width, dtype=np.int32), rows))
+    return pa.ListArray.from_arrays(offsets, pa.array(values, pa.string()).take(positions))
 
 
 def validate_provenance(value: Any) -> list[str]:

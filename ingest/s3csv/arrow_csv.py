@@ -43,15 +43,19 @@ def empty_table(names: Sequence[str]) -> pa.Table:
     return pa.table({name: pa.array([], type=pa.string()) for name in names})
 
 
-def quotes_follow_rfc4180(block: bytes | memoryview, dialect: CsvDialect) -> bool:
+def quotes_follow_rfc4180(
+    block: bytes | memoryview, dialect: CsvDialect, quotes: np.ndarray | None = None
+) -> bool:
     """Whether every quote opens a field, closes one, or is half of an escaped ``""``.
 
     Then quote parity is exactly the parser's "inside a quoted field" state, so pyarrow's
     rows line up with the parity records; stray quotes (``5" pipe``) could shift rows
-    while keeping their count.
+    while keeping their count. ``quotes``, the quote positions in ``block`` when the caller
+    has them already, saves searching the block for them again.
     """
     as_bytes = np.frombuffer(block, dtype=np.uint8)
-    quotes = np.flatnonzero(as_bytes == dialect.quote_byte)
+    if quotes is None:
+        quotes = np.flatnonzero(as_bytes == dialect.quote_byte)
     if not len(quotes):
         return True
     before, after = _neighbour_tables(dialect.delimiter, dialect.quotechar)
@@ -84,14 +88,19 @@ def parse_block(
     names: Sequence[str],
     dialect: CsvDialect,
     use_threads: bool,
+    quotes: np.ndarray | None = None,
 ) -> pa.Table | None:
-    """Parse a block of ``count`` records; ``None`` when its rows cannot be trusted."""
+    """Parse a block of ``count`` records; ``None`` when its rows cannot be trusted.
+
+    ``quotes`` are the quote positions in ``block`` if the caller knows them already.
+    """
     if not dialect.is_utf8:
         try:
             block = bytes(block).decode(dialect.encoding).encode("utf-8")
         except UnicodeDecodeError:
             return None
-    if not quotes_follow_rfc4180(block, dialect):
+        quotes = None  # positions in the original encoding do not hold after re-encoding
+    if not quotes_follow_rfc4180(block, dialect, quotes):
         return None
     # pyarrow closes a quote left open at the end of its input without a word; a sentinel
     # row after the block is swallowed in that case, which the row count then shows.

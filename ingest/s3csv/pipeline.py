@@ -22,10 +22,10 @@ from pydantic import BaseModel
 
 from ingest.circuit import breaker_for
 from ingest.config import Settings
-from ingest.dedup import DedupIndex, identities_from_hex, key_field_identities
+from ingest.dedup import DedupIndex, identities_from_hex_column, key_field_identities
 from ingest.dlq import DeadLetterQueue, row_entry, task_entry
 from ingest.errors import PermanentError
-from ingest.provenance import ProvenanceBuilder
+from ingest.provenance import ProvenanceBuilder, constant_text_column
 from ingest.s3csv.header import split_header
 from ingest.s3csv.imports import RangeSummary
 from ingest.s3csv.ranges import CsvDialect, CsvFormatError
@@ -293,8 +293,10 @@ class RangeProcessor:
         if key_fields and all(f in result.valid.columns for f in key_fields):
             ids = key_field_identities(result.valid, key_fields)
         else:
-            hashes = parsed.content_hashes.take(pa.array(positions)).to_pylist()
-            ids = identities_from_hex(hashes)
+            hashes = parsed.content_hashes
+            if len(positions) != len(hashes):
+                hashes = hashes.take(pa.array(positions))
+            ids = identities_from_hex_column(hashes)
         keep = self.dedup.claim(f"s3:{spec.schema_name}", owner, ids)
         return positions, keep
 
@@ -309,9 +311,9 @@ class RangeProcessor:
         n = len(positions)
         every_row = n == parsed.table.num_rows  # the common case: no take() needed
 
-        def pick(array: pa.ChunkedArray | pa.Array) -> pa.Array:
-            chosen = array if every_row else array.take(pa.array(positions, type=pa.int64()))
-            return chosen.combine_chunks() if isinstance(chosen, pa.ChunkedArray) else chosen
+        def pick(array: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+            # Chunked columns stay chunked: Table.to_struct_array copes, a copy costs.
+            return array if every_row else array.take(pa.array(positions, type=pa.int64()))
 
         valid = result.valid if len(result.valid) == n else result.valid.loc[positions]
         data = pa.Table.from_pandas(valid, preserve_index=False)
@@ -326,13 +328,13 @@ class RangeProcessor:
             parent_id=spec.parentId,
             transformations=_transformations(spec, schema),
         )
-        columns: dict[str, pa.Array] = {f: _repeat(v, n) for f, v in builder.common().items()}
+        columns = builder.common_columns(n)
         columns["contentHash"] = pick(parsed.content_hashes)
         columns["observedAt"] = self._observed_at(schema, spec, parsed, valid, pick, n)
-        columns["objectEtag"] = _repeat(spec.etag, n)
-        columns["lineNumber"] = pa.array(parsed.line_numbers[positions], type=pa.int64())
-        columns["byteOffset"] = pa.array(parsed.byte_offsets[positions], type=pa.int64())
-        provenance = pa.StructArray.from_arrays(list(columns.values()), list(columns.keys()))
+        columns["objectEtag"] = constant_text_column(spec.etag, n)
+        columns["lineNumber"] = _int64s(parsed.line_numbers, positions, every_row)
+        columns["byteOffset"] = _int64s(parsed.byte_offsets, positions, every_row)
+        provenance = _struct_column(columns, n)
         # Columns of a table may be chunked differently: no copy into one chunk needed.
         if data.num_columns and n:
             record: pa.Array | pa.ChunkedArray = data.to_struct_array()
@@ -439,13 +441,20 @@ def _transformations(spec: RangeSpec, schema: CsvSchema) -> tuple[str, ...]:
     return tuple(steps)
 
 
-def _repeat(value: Any, n: int) -> pa.Array:
-    kind = pa.list_(pa.string()) if isinstance(value, list) else pa.string()
-    if value is None:
-        return pa.nulls(n, type=pa.string())
-    if n == 0:  # pa.repeat refuses a list scalar zero times
-        return pa.array([], type=kind)
-    return pa.repeat(pa.scalar(value, type=kind), n)
+def _int64s(values: np.ndarray, positions: np.ndarray, every_row: bool) -> pa.Array:
+    """Per-row lineage numbers of the stored rows, without a copy when every row is stored."""
+    chosen = values if every_row else values[positions]
+    return pa.array(np.asarray(chosen, dtype=np.int64), type=pa.int64())
+
+
+def _struct_column(columns: dict[str, Any], n: int) -> pa.Array | pa.ChunkedArray:
+    """One struct column of ``columns``, which may be arrays or differently chunked columns."""
+    if n == 0:
+        arrays = [
+            c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in columns.values()
+        ]
+        return pa.StructArray.from_arrays(arrays, list(columns))
+    return pa.table(columns).to_struct_array()
 
 
 def _format_timestamps(values: Any, n: int) -> pa.Array:

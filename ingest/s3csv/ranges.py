@@ -137,18 +137,30 @@ class BoundaryIndex:
 
 @dataclass(frozen=True)
 class NewlineScan:
-    """LF positions of a buffer: all of them, those that end a record, and the final parity."""
+    """LF positions of a buffer: all of them, those that end a record, and the final parity.
+
+    ``quotes`` holds every quote's position when the scan was asked to keep them.
+    """
 
     newlines: np.ndarray
     record_ends: np.ndarray
     parity: int
+    quotes: np.ndarray | None = None
 
 
-def scan_newlines(data: bytes | memoryview, quote: int, parity: int = 0) -> NewlineScan:
-    """Find every LF in ``data`` and those outside quotes, starting at quote ``parity``."""
+def scan_newlines(
+    data: bytes | memoryview, quote: int, parity: int = 0, keep_quotes: bool = False
+) -> NewlineScan:
+    """Find every LF in ``data`` and those outside quotes, starting at quote ``parity``.
+
+    ``keep_quotes`` also returns the quote positions the scan finds anyway, for a caller
+    that checks the quoting next (:func:`ingest.s3csv.arrow_csv.quotes_follow_rfc4180`)
+    and would otherwise search the same bytes again.
+    """
     view = memoryview(data).cast("B")
     newlines: list[np.ndarray] = []
     ends: list[np.ndarray] = []
+    kept: list[np.ndarray] = []
     for offset in range(0, len(view), SCAN_BLOCK):
         block = np.frombuffer(view[offset : offset + SCAN_BLOCK], dtype=np.uint8)
         quotes = np.flatnonzero(block == quote)
@@ -157,14 +169,17 @@ def scan_newlines(data: bytes | memoryview, quote: int, parity: int = 0) -> Newl
         even = ((np.searchsorted(quotes, lfs) + parity) & 1) == 0
         newlines.append(lfs + offset)
         ends.append(lfs[even] + offset)
+        if keep_quotes:
+            kept.append(quotes + offset)
         parity = (parity + len(quotes)) & 1
+    empty = np.empty(0, dtype=np.int64)
     if not newlines:
-        empty = np.empty(0, dtype=np.int64)
-        return NewlineScan(empty, empty, parity)
+        return NewlineScan(empty, empty, parity, empty if keep_quotes else None)
     return NewlineScan(
         np.concatenate(newlines).astype(np.int64, copy=False),
         np.concatenate(ends).astype(np.int64, copy=False),
         parity,
+        np.concatenate(kept).astype(np.int64, copy=False) if keep_quotes else None,
     )
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ingest.hashing import sha256_hex
 from ingest.s3csv.arrow_csv import empty_table, parse_block
-from ingest.s3csv.digests import DIGEST_SIZE, hex_digests, record_digests
+from ingest.s3csv.digests import record_hex_digests
 from ingest.s3csv.header import parse_header, validate_names
 from ingest.s3csv.ranges import UTF8_BOM, CsvDialect, CsvFormatError, scan_newlines
 from ingest.s3csv.slow_path import RecordSpan, SlowParse, parse_slowly, slow_table
@@ -77,12 +77,13 @@ class _Layout:
     ends: np.ndarray
     line_index: np.ndarray
     newlines: np.ndarray
+    quotes: np.ndarray  # every quote's position, for the quoting check of each block
     blank_lines: int
     unterminated: bool  # the last record runs to the end of the data inside quotes
 
 
 def _layout(data: bytes, dialect: CsvDialect) -> _Layout:
-    scan = scan_newlines(data, dialect.quote_byte)
+    scan = scan_newlines(data, dialect.quote_byte, keep_quotes=True)
     starts = np.concatenate(([0], scan.record_ends + 1))
     stops = np.concatenate((scan.record_ends, [len(data)]))
     if starts[-1] >= len(data):  # data ends with a record terminator: no trailing record
@@ -99,6 +100,7 @@ def _layout(data: bytes, dialect: CsvDialect) -> _Layout:
         ends,
         np.searchsorted(scan.newlines, starts),
         scan.newlines,
+        scan.quotes if scan.quotes is not None else np.empty(0, dtype=np.int64),
         int((~keep).sum()),
         scan.parity == 1,
     )
@@ -126,28 +128,31 @@ class _RangeParser:
     ) -> None:
         self.data, self.names, self.dialect, self.use_threads = data, names, dialect, use_threads
         self.layout = _layout(data, dialect)
-        self.digests = np.empty((0, DIGEST_SIZE), dtype=np.uint8)
+        self.hashes = pa.array([], type=pa.string())
         self.tables: list[pa.Table] = []
-        self.digest_parts: list[np.ndarray] = []
+        self.hash_parts: list[pa.Array] = []
         self.line_index: list[np.ndarray] = []
         self.starts: list[np.ndarray] = []
         self.slow_parts: list[SlowParse] = []
 
     def hash_records(self) -> None:
         layout = self.layout
-        self.digests = record_digests(self.data, layout.starts, layout.ends, layout.newlines)
+        self.hashes = record_hex_digests(self.data, layout.starts, layout.ends, layout.newlines)
 
     def fast(self, first: int, stop: int) -> pa.Table | None:
+        start = int(self.layout.starts[first])
         end = int(self.layout.starts[stop]) if stop < len(self.layout.starts) else len(self.data)
-        block = memoryview(self.data)[int(self.layout.starts[first]) : end]
-        return parse_block(block, stop - first, self.names, self.dialect, self.use_threads)
+        block = memoryview(self.data)[start:end]
+        quotes = self.layout.quotes
+        inside = quotes[np.searchsorted(quotes, start) : np.searchsorted(quotes, end)] - start
+        return parse_block(block, stop - first, self.names, self.dialect, self.use_threads, inside)
 
     def fast_all(self, blocks: list[tuple[int, int, bool]]) -> list[pa.Table | None]:
         return [None if slow else self.fast(first, stop) for first, stop, slow in blocks]
 
     def add_fast(self, table: pa.Table, first: int, stop: int) -> None:
         self.tables.append(table)
-        self.digest_parts.append(self.digests[first:stop])
+        self.hash_parts.append(self.hashes.slice(first, stop - first))
         self.line_index.append(self.layout.line_index[first:stop])
         self.starts.append(self.layout.starts[first:stop])
 
@@ -161,8 +166,8 @@ class _RangeParser:
         )
         slow = parse_slowly(self.data, spans, len(self.names), self.dialect)
         self.tables.append(slow_table(slow, self.names, self.dialect, self.use_threads))
-        digests = b"".join(sha256(self.data[s.start : s.end]).digest() for s in slow.good)
-        self.digest_parts.append(np.frombuffer(digests, dtype=np.uint8).reshape(-1, DIGEST_SIZE))
+        hexes = [sha256(self.data[s.start : s.end]).hexdigest() for s in slow.good]
+        self.hash_parts.append(pa.array(hexes, type=pa.string()))
         self.line_index.append(np.array([s.line for s in slow.good], dtype=np.int64))
         self.starts.append(np.array([s.start for s in slow.good], dtype=np.int64))
         self.slow_parts.append(slow)
@@ -188,7 +193,7 @@ class _RangeParser:
             return np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int64)
 
         table = pa.concat_tables(self.tables) if self.tables else empty_table(self.names)
-        hashes = pa.chunked_array([hex_digests(d) for d in self.digest_parts], type=pa.string())
+        hashes = pa.chunked_array(self.hash_parts, type=pa.string())
         rejected = [
             RejectedRecord(
                 first_line + span.line,
