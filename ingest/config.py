@@ -218,6 +218,12 @@ class ObservabilityConfig(Section):
     worker_metrics_port: int = Field(
         9808, ge=0, le=65535, description="Port of the worker's /metrics; 0 turns it off."
     )
+    webhook_access_log_sample: int = Field(
+        100,
+        ge=1,
+        description="One in this many successful webhook answers gets an access log line "
+        "(1: every one); errors and other routes are always logged.",
+    )
 
 
 class Settings(BaseSettings):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from enum import StrEnum
+from functools import lru_cache
+from typing import Any
 
 from prometheus_client import Counter, Histogram, disable_created_metrics, values
 from prometheus_client.metrics import MetricWrapperBase
@@ -206,16 +208,34 @@ _TASK = re.compile(r"^(ingest|celery)\.[A-Za-z0-9_.]{1,80}$")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNKNOWN, OTHER = "unknown", "other"
 _known_sources: frozenset[str] | None = None
+# The configured names that are valid labels: the answer for them needs no pattern match.
+_known_labels: frozenset[str] = frozenset()
+# Labelled children by metric and label values. prometheus-client keeps them as well, but
+# every ``labels()`` call validates its arguments and takes a lock first, and the web process
+# makes several per request. Label values come from closed sets, so this stays small.
+_children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: MetricWrapperBase, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once per distinct set of values."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
 
 
 def set_known_sources(names: Iterable[str] | None) -> None:
     """Name the configured webhook sources; any other name is labelled ``unknown``."""
-    global _known_sources
+    global _known_sources, _known_labels
     _known_sources = None if names is None else frozenset(names)
+    _known_labels = frozenset(n for n in _known_sources or () if _NAME.match(n))
 
 
 def source_label(name: str | None) -> str:
     """A configured source's name, else ``unknown`` (a URL must not mint new series)."""
+    if name in _known_labels:
+        return name
     if not name or not _NAME.match(name):
         return UNKNOWN
     if _known_sources is not None and name not in _known_sources:
@@ -240,6 +260,8 @@ def reason_for_status(status: int) -> Reason:
 def _reason_label(reason: str | None, status: int) -> str:
     if reason is None:
         return reason_for_status(status).value
+    if isinstance(reason, Reason):
+        return reason.value
     try:
         return Reason(reason).value
     except ValueError:
@@ -254,6 +276,7 @@ def _task_label(name: str | None) -> str:
     return name if name and _TASK.match(name) else OTHER
 
 
+@lru_cache(maxsize=512)  # endpoint names are the app's routes: a small, fixed set
 def endpoint_label(endpoint: str | None) -> str:
     """A Flask endpoint name (bounded by the routes); ``unmatched`` when no route matched."""
     return _name_label(endpoint) if endpoint else "unmatched"
@@ -268,9 +291,9 @@ def observe_webhook(
 ) -> None:
     """Count one answered webhook request; ``seconds`` of a 202/200 go to the accept latency."""
     label = source_label(source)
-    WEBHOOK_REQUESTS.labels(label, status_label(status), _reason_label(reason, status)).inc()
+    _child(WEBHOOK_REQUESTS, label, status_label(status), _reason_label(reason, status)).inc()
     if seconds is not None and status in (200, 202):
-        WEBHOOK_ACCEPT_LATENCY.labels(label).observe(seconds)
+        _child(WEBHOOK_ACCEPT_LATENCY, label).observe(seconds)
 
 
 def observe_webhook_events(source: str | None, outcome: EventOutcome | str, count: int = 1) -> None:
@@ -280,7 +303,7 @@ def observe_webhook_events(source: str | None, outcome: EventOutcome | str, coun
     except ValueError:
         value = EventOutcome.REJECTED.value
     if count > 0:
-        WEBHOOK_EVENTS.labels(source_label(source), value).inc(count)
+        _child(WEBHOOK_EVENTS, source_label(source), value).inc(count)
 
 
 def observe_accept_latency(source: str | None, seconds: float) -> None:
@@ -354,10 +377,11 @@ def observe_http_request(
 ) -> None:
     """Count one answered HTTP request of the web process, and its duration."""
     label = endpoint_label(endpoint)
-    verb = method.upper() if method.upper() in _METHODS else OTHER
-    HTTP_REQUESTS.labels(label, verb, status_label(status)).inc()
+    verb = method if method in _METHODS else method.upper()
+    verb = verb if verb in _METHODS else OTHER
+    _child(HTTP_REQUESTS, label, verb, status_label(status)).inc()
     if seconds is not None:
-        HTTP_REQUEST_DURATION.labels(label).observe(max(0.0, seconds))
+        _child(HTTP_REQUEST_DURATION, label).observe(max(0.0, seconds))
 
 
 # -- multiprocess mode -----------------------------------------------------------------------

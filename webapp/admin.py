@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from flask import Blueprint, Flask, Response, jsonify, request
 from flask_limiter import Limiter
@@ -18,27 +19,50 @@ from webapp.errors import ApiError
 __all__ = ["bp"]
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+_REQUEST_HOOKS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
+T = TypeVar("T")
 
 
 def init_limits(app: Flask) -> Limiter:
     """Per-client-IP limits on every admin endpoint (``http.adminRateLimit``), kept in Redis.
 
     A Redis outage must not lock operators out, so limiter errors are swallowed and an
-    in-memory fallback applies meanwhile.
+    in-memory fallback applies meanwhile. flask-limiter hooks into every request of the app;
+    its hooks are moved to the admin blueprint, so that webhook requests (thousands a second,
+    never limited per IP) do not pay for a limiter that has nothing to check for them.
+    Call this before the admin blueprint is registered: the limit then runs before the token
+    check, as an app-wide hook would.
     """
     config = app.extensions["ingest.settings"]
-    limiter = Limiter(
-        get_remote_address,
-        app=app,
-        storage_uri=config.redis_url,
-        strategy="fixed-window",
-        headers_enabled=True,
-        swallow_errors=True,
-        in_memory_fallback_enabled=True,
-        key_prefix="ingest:admin-limit",
-    )
+
+    def install() -> Limiter:
+        return Limiter(
+            get_remote_address,
+            app=app,
+            storage_uri=config.redis_url,
+            strategy="fixed-window",
+            headers_enabled=True,
+            swallow_errors=True,
+            in_memory_fallback_enabled=True,
+            key_prefix="ingest:admin-limit",
+        )
+
+    limiter = _confined_to_blueprint(app, bp.name, install)
     limiter.limit(lambda: config.http.admin_rate_limit)(bp)
     return limiter
+
+
+def _confined_to_blueprint(app: Flask, blueprint: str, install: Callable[[], T]) -> T:
+    """Run ``install`` and move the app-wide request hooks it added to ``blueprint`` alone."""
+    before = {name: list(getattr(app, name).get(None, ())) for name in _REQUEST_HOOKS}
+    installed = install()
+    for name in _REQUEST_HOOKS:
+        registry = getattr(app, name)
+        current = registry.get(None, [])
+        added = [hook for hook in current if hook not in before[name]]
+        registry[None] = [hook for hook in current if hook not in added]
+        registry.setdefault(blueprint, []).extend(added)
+    return installed
 
 
 @bp.before_request

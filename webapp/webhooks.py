@@ -14,13 +14,13 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 
-from ingest.config import ConfigError, Settings
+from ingest.config import ConfigError, HttpConfig, Settings
 from ingest.http.backpressure import QueueDepthGauge
 from ingest.http.bodies import (
     BodyError,
@@ -33,7 +33,7 @@ from ingest.http.bodies import (
     parse_event,
     read_body,
 )
-from ingest.http.idempotency import ClaimOutcome, IdempotencyStore, idempotency_key
+from ingest.http.idempotency import Claim, ClaimOutcome, IdempotencyStore, idempotency_key
 from ingest.http.intake import (
     WebhookSource,
     batch_statuses,
@@ -58,16 +58,34 @@ _BATCH_KEY_PREFIX = "batch:"  # request-level keys of the batch endpoint, apart 
 POOL_SIZE, POOL_WAIT = 128, 2.0
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 T = TypeVar("T")
+# What werkzeug derives ``request.base_url`` from (scheme, host, script root, path).
+_BASE_URL_INPUTS = (
+    "wsgi.url_scheme",
+    "HTTP_HOST",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+)
+_BASE_URLS_KEPT = 256
+_BODY_HEADERS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
+_base_urls: dict[tuple[Any, ...], str] = {}
 
 
 @dataclass(frozen=True)
 class _Services:
-    """The per-process handles the endpoints share: sources, buckets, keys, queue depth."""
+    """The per-process handles the endpoints share: sources, buckets, keys, queue depth.
+
+    ``keys_with_buckets`` says the idempotency keys live in the rate limits' Redis, so one
+    script can charge the buckets and claim a key in a single round trip.
+    """
 
     sources: dict[str, WebhookSource]
     buckets: TokenBucket
     keys: IdempotencyStore | None
     backlog: QueueDepthGauge | None
+    http: HttpConfig
+    keys_with_buckets: bool = False
 
 
 @bp.record_once
@@ -106,8 +124,8 @@ def _build_services() -> _Services:
     cfg: Settings = settings()
     client = _redis_client(cfg.redis_url)
     keys = None
+    same = cfg.idempotency_redis_url == cfg.redis_url
     if cfg.http.idempotency.enabled:
-        same = cfg.idempotency_redis_url == cfg.redis_url
         key_client = client if same else _redis_client(cfg.idempotency_redis_url)
         keys = IdempotencyStore(key_client, ttl_seconds=cfg.http.idempotency.ttl)
     broker = cfg.effective_broker_url
@@ -116,7 +134,8 @@ def _build_services() -> _Services:
         broker_client = client if broker == cfg.redis_url else _redis_client(broker)
         backlog = QueueDepthGauge(broker_client, QUEUE, max_age=0.1)
     sources = webhook_sources(cfg.http, cfg.schemas_dir)
-    return _Services(sources, TokenBucket(client), keys, backlog)
+    buckets = TokenBucket(client)
+    return _Services(sources, buckets, keys, backlog, cfg.http, keys_with_buckets=same)
 
 
 def _redis_client(url: str) -> redis.Redis:
@@ -141,9 +160,9 @@ def _source(services: _Services, name: str) -> WebhookSource:
     return found
 
 
-def _read_request(allow_ndjson: bool) -> tuple[bytes, MediaKind]:
+def _read_request(services: _Services, allow_ndjson: bool) -> tuple[bytes, MediaKind]:
     """The decoded body and its media kind, or the 415/413/400 that refuses it."""
-    limit = settings().http.max_body_bytes
+    limit = services.http.max_body_bytes
     try:
         gzipped = check_content_encoding(request.headers.get("Content-Encoding"))
         kind = check_media_type(request.headers.get("Content-Type"), allow_ndjson)
@@ -156,7 +175,7 @@ def _read_request(allow_ndjson: bool) -> tuple[bytes, MediaKind]:
 def _check_backpressure(services: _Services) -> None:
     if services.backlog is None:
         return
-    policy = settings().http.backpressure
+    policy = services.http.backpressure
     if services.backlog.over(policy.high_water_mark):
         note_webhook_reason(Reason.BACKPRESSURE)
         raise ApiError(
@@ -171,9 +190,28 @@ def _headers() -> Mapping[str, str]:
     return cast(Mapping[str, str], request.headers)
 
 
-def _verify(source: WebhookSource, body: bytes) -> None:
+def _lowered_headers() -> dict[str, str]:
+    """The request's headers by lower-case name, read once from the WSGI environ.
+
+    The signature check and the idempotency key each look names up case-insensitively; a
+    plain dict built once serves both for less than werkzeug's ``Headers`` iterated twice.
+    WSGI holds one value per name (the server joins repeats), as ``Headers`` does.
+    """
+    environ = request.environ
+    found = {
+        name[5:].replace("_", "-").lower(): value
+        for name, value in environ.items()
+        if name.startswith("HTTP_") and name not in _BODY_HEADERS
+    }
+    for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):  # as werkzeug: from these, when not empty
+        if environ.get(name):
+            found[name.replace("_", "-").lower()] = environ[name]
+    return found
+
+
+def _verify(source: WebhookSource, body: bytes, headers: Mapping[str, str] | None = None) -> None:
     try:
-        verify_signature(source.signature, _headers(), body)
+        verify_signature(source.signature, _headers() if headers is None else headers, body)
     except SignatureError:
         raise ApiError(401, "signature verification failed") from None
 
@@ -200,7 +238,13 @@ def _charge(services: _Services, source: WebhookSource, cost: int) -> list[RateD
     return decisions
 
 
-def _entry(parsed: ParsedEvent, key: str, source: WebhookSource, epoch: float) -> dict[str, Any]:
+def _entry(
+    parsed: ParsedEvent,
+    key: str,
+    source: WebhookSource,
+    epoch: float,
+    webhook_timestamp: str | None,
+) -> dict[str, Any]:
     """An event as the batch payload carries it (see tasks.webhooks).
 
     The event travels as its canonical JSON text: kombu's JSON decoder turns objects shaped
@@ -213,9 +257,7 @@ def _entry(parsed: ParsedEvent, key: str, source: WebhookSource, epoch: float) -
         "contentHash": parsed.content_hash,
         "receivedAt": epoch_to_iso(epoch),
         "receivedAtEpoch": epoch,
-        "observedAt": observed_at(
-            parsed.event, source.observed_at_field, request.headers.get("webhook-timestamp")
-        ),
+        "observedAt": observed_at(parsed.event, source.observed_at_field, webhook_timestamp),
     }
 
 
@@ -224,10 +266,27 @@ def _batch_fields(source: WebhookSource) -> dict[str, Any]:
     # replay stores the events under the terms they were accepted with.
     return {
         "source": source.name,
-        "sourceUri": request.base_url,
+        "sourceUri": _base_url(),
         "purpose": source.purpose,
         "classification": source.classification,
     }
+
+
+def _base_url() -> str:
+    """``request.base_url``, remembered by the environ values it is made of.
+
+    Working it out (host, quoting) costs more than the rest of building a batch entry, and
+    a webhook endpoint sees the same few URLs all day. At most ``_BASE_URLS_KEPT`` are kept,
+    so Host headers made up by clients cannot grow the table.
+    """
+    environ = request.environ
+    key = tuple(environ.get(name) for name in _BASE_URL_INPUTS)
+    found = _base_urls.get(key)
+    if found is None:
+        found = request.base_url
+        if len(_base_urls) < _BASE_URLS_KEPT:
+            _base_urls[key] = found
+    return found
 
 
 def _publish(
@@ -274,31 +333,76 @@ def _refusal(outcome: ClaimOutcome, key: str) -> ApiError:
     )
 
 
+@dataclass(frozen=True)
+class _Refusal:
+    """A 400 found before the rate limits were charged, raised only once they were (the
+    contract checks rate limits first), with the metrics reason it carries, if any."""
+
+    error: ApiError
+    reason: Reason | None = None
+
+    def raise_it(self) -> NoReturn:
+        if self.reason is not None:
+            note_webhook_reason(self.reason)
+        raise self.error
+
+
+def _parse_single(
+    services: _Services, source: WebhookSource, body: bytes
+) -> ParsedEvent | _Refusal:
+    """The event of a single-event body, or why it is refused (malformed, fails the schema)."""
+    try:
+        parsed = parse_event(body, services.http.max_json_depth)
+    except BodyError as exc:
+        return _Refusal(ApiError(exc.status, exc.message))
+    if source.event_schema is not None:
+        problem = source.event_schema.problem(parsed.event)
+        if problem is not None:
+            return _Refusal(ApiError(400, problem), Reason.INVALID_EVENT)
+    return parsed
+
+
+def _charge_and_claim(
+    services: _Services, source: WebhookSource, key: str, content_hash: str
+) -> tuple[list[RateDecision], Claim | None]:
+    """Charge one token (429 when refused) and claim ``key``; the claim is None when
+    idempotency is off. One Redis round trip when the keys live beside the buckets."""
+    store = services.keys
+    if store is None or not services.keys_with_buckets:
+        decisions = _charge(services, source, 1)
+        return decisions, None if store is None else store.begin(source.name, key, content_hash)
+    buckets, checks = services.buckets, source.rate_checks
+    decisions, claim = store.take_and_begin(buckets, checks, source.name, key, content_hash)
+    if claim is None:
+        raise ApiError(429, "rate limit exceeded; retry later", ratelimit_headers(decisions))
+    return decisions, claim
+
+
 @bp.post("/v1/webhooks/<source>")
 def receive_event(source: str) -> Response:
     """Accept one JSON event: 202 once it is published, 200 when its key was already accepted."""
     services = _services()
     src = _source(services, source)
-    body, _ = _read_request(allow_ndjson=False)
+    body, _ = _read_request(services, allow_ndjson=False)
     _check_backpressure(services)
-    _verify(src, body)
+    headers = _lowered_headers()
+    _verify(src, body, headers)
     epoch = time.time()
-    cfg = settings().http
-    parsed, error = _deferred(lambda: parse_event(body, cfg.max_json_depth))
-    decisions = _charge(services, src, 1)
-    if parsed is None:
-        raise error or ApiError(400, "the body is not a JSON event")
-    _check_schema(src, [parsed])
-    key = idempotency_key(_headers(), parsed.event, src.id_field, parsed.content_hash)
+    parsed = _parse_single(services, src, body)
+    if isinstance(parsed, _Refusal):
+        _charge(services, src, 1)
+        parsed.raise_it()
+    key = idempotency_key(headers, parsed.event, src.id_field, parsed.content_hash)
+    decisions, claim = _charge_and_claim(services, src, key, parsed.content_hash)
     result = {"eventId": key, "contentHash": parsed.content_hash}
-    if services.keys is not None:
-        claim = services.keys.begin(src.name, key, parsed.content_hash)
+    if claim is not None:
         if claim.outcome is ClaimOutcome.DUPLICATE:
             answer = {"status": "duplicate", **result, **(claim.result or {})}
             return _answer(200, answer, decisions)
         if claim.outcome is not ClaimOutcome.NEW:
             raise _refusal(claim.outcome, key)
-    _publish(services, src, [_entry(parsed, key, src, epoch)], [key])
+    entry = _entry(parsed, key, src, epoch, headers.get("webhook-timestamp"))
+    _publish(services, src, [entry], [key])
     return _answer(202, {"status": "accepted", **result}, decisions)
 
 
@@ -332,11 +436,11 @@ def receive_batch(source: str) -> Response:
     """
     services = _services()
     src = _source(services, source)
-    body, kind = _read_request(allow_ndjson=True)
+    body, kind = _read_request(services, allow_ndjson=True)
     _check_backpressure(services)
     _verify(src, body)
     epoch = time.time()
-    cfg = settings().http
+    cfg = services.http
     events, error = _deferred(
         lambda: parse_batch(body, kind, cfg.max_json_depth, cfg.max_batch_events)
     )
@@ -384,7 +488,8 @@ def _store_batch(
 
     statuses = batch_statuses(keys, hashes, claim)
     accepted = [i for i, status in enumerate(statuses) if status == "accepted"]
-    entries = [_entry(events[i], keys[i], source, epoch) for i in accepted]
+    stamp = request.headers.get("webhook-timestamp")
+    entries = [_entry(events[i], keys[i], source, epoch, stamp) for i in accepted]
     release = [keys[i] for i in accepted]
     if request_key is not None:
         release.append(_BATCH_KEY_PREFIX + request_key)

@@ -161,6 +161,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# What json.loads(text, parse_constant=_reject_constant) uses, made once.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _too_deep(text: bytes, max_depth: int) -> bool:
     """Whether JSON ``text`` nests brackets deeper than ``max_depth``."""
     if text.count(b"{") + text.count(b"[") <= max_depth:
@@ -182,7 +186,8 @@ def _loads(text: bytes, max_depth: int, where: str) -> Any:
     if _too_deep(text, max_depth):
         raise MalformedBody(f"{where} is nested deeper than {max_depth} levels")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        # json.loads(text, parse_constant=...) would build a new decoder on every call.
+        return _DECODER.decode(text.decode(json.detect_encoding(text), "surrogatepass"))
     except RecursionError:
         raise MalformedBody(f"{where} is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors

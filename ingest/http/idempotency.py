@@ -9,50 +9,84 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from ingest.ratelimit import TAKE_TOKENS_LUA, RateDecision, TokenBucket
+
 __all__ = [
     "MAX_KEYS_PER_CALL",
     "Claim",
     "ClaimOutcome",
+    "CoalescedScript",
     "IdempotencyStore",
     "idempotency_key",
 ]
 
 # Bounds the time one script call holds Redis; bigger batches take a few round trips.
 MAX_KEYS_PER_CALL = 5000
+# json.dumps(result, separators=(",", ":"), default=str), without a new encoder per result:
+# the publisher completes every accepted event through this.
+_RESULT_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
-# Values are "I|<hash>" while in flight and "D|<hash>|<result json>" once completed.
-_BEGIN = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local hash = ARGV[i + 1]
+# Values are "I|<hash>" while in flight and "D|<hash>|<result json>" once completed. A Lua
+# function, shared by the claim script and the one that charges rate limits in the same step.
+# It returns an outcome code (see _OUTCOMES) and, for a duplicate, the stored result.
+_CLAIM_LUA = """
+local function claim(key, hash, px)
   local value = redis.call('GET', key)
   if not value then
-    redis.call('SET', key, 'I|' .. hash, 'PX', ARGV[1])
-    out[#out + 1] = 'N'
-    out[#out + 1] = ''
-  else
-    local stored = string.sub(value, 3, 2 + #hash)
-    local sep = string.sub(value, 3 + #hash, 3 + #hash)
-    if stored ~= hash or (sep ~= '' and sep ~= '|') then
-      out[#out + 1] = 'C'
-      out[#out + 1] = ''
-    elseif string.sub(value, 1, 1) == 'D' then
-      out[#out + 1] = 'D'
-      out[#out + 1] = string.sub(value, 4 + #hash)
-    else
-      out[#out + 1] = 'F'
-      out[#out + 1] = ''
-    end
+    redis.call('SET', key, 'I|' .. hash, 'PX', px)
+    return 'N', ''
   end
+  local stored = string.sub(value, 3, 2 + #hash)
+  local sep = string.sub(value, 3 + #hash, 3 + #hash)
+  if stored ~= hash or (sep ~= '' and sep ~= '|') then
+    return 'C', ''
+  elseif string.sub(value, 1, 1) == 'D' then
+    return 'D', string.sub(value, 4 + #hash)
+  end
+  return 'F', ''
+end
+"""
+
+# KEYS: the keys to claim; ARGV: the in-flight TTL in ms, then each key's content hash.
+_BEGIN = (
+    _CLAIM_LUA
+    + """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local code, payload = claim(key, ARGV[i + 1], ARGV[1])
+  out[#out + 1] = code
+  out[#out + 1] = payload
 end
 return out
 """
+)
+
+# Rate limits and one claim in one round trip. KEYS: the n buckets, then the key to claim.
+# ARGV: n, then take_tokens' own arguments (cost, now, rate and burst of each bucket), then
+# the in-flight TTL in ms and the content hash. The key is claimed only when every bucket
+# paid: a refused request leaves no claim. The reply is take_tokens' reply, followed by the
+# claim's code and payload when a claim was made.
+_TAKE_AND_BEGIN = (
+    TAKE_TOKENS_LUA
+    + _CLAIM_LUA
+    + """
+local n = tonumber(ARGV[1])
+local paid, out = take_tokens(n, tonumber(ARGV[2]), ARGV[3], 4)
+if paid then
+  local code, payload = claim(KEYS[n + 1], ARGV[2 * n + 5], ARGV[2 * n + 4])
+  out[#out + 1] = code
+  out[#out + 1] = payload
+end
+return out
+"""
+)
 
 # Completion never overwrites a different body's claim nor an earlier completion; it does
 # record a completion whose in-flight claim expired, because the work is durable by now.
@@ -173,6 +207,7 @@ class IdempotencyStore:
         self._inflight_ms = _millis(inflight_ttl_seconds)
         self._namespace = namespace
         self._begin = redis_client.register_script(_BEGIN)
+        self._take_and_begin = CoalescedScript(redis_client, _TAKE_AND_BEGIN)
         self._complete = redis_client.register_script(_COMPLETE)
         self._release = redis_client.register_script(_RELEASE)
 
@@ -201,6 +236,34 @@ class IdempotencyStore:
                 claims.append(Claim(outcome=outcome, key=key, result=result))
         return claims
 
+    def take_and_begin(
+        self,
+        buckets: TokenBucket,
+        checks: Sequence[tuple[str, float, int]],
+        source: str,
+        key: str,
+        content_hash: str,
+    ) -> tuple[list[RateDecision], Claim | None]:
+        """Charge one token from every ``(name, rate, burst)`` bucket and, only if all of them
+        paid, claim ``key``: ``buckets.take_many`` then ``begin``, in one round trip.
+
+        The claim is None when a bucket refused (the key is left alone). ``buckets`` must keep
+        its buckets in this store's Redis; the web process checks that before using this.
+        """
+        _check_hash(content_hash)
+        bucket_keys, bucket_args = buckets.script_input(checks, 1)
+        reply = self._take_and_begin(
+            [*bucket_keys, self.redis_key(source, key)],
+            [len(checks), *bucket_args, self._inflight_ms, content_hash],
+        )
+        decisions = buckets.read_reply(checks, 1, reply)
+        if len(reply) == len(checks) + 1:
+            return decisions, None
+        code, payload = _text(reply[-2]), _text(reply[-1])
+        outcome = _OUTCOMES[code]
+        result = _result(payload) if outcome is ClaimOutcome.DUPLICATE else None
+        return decisions, Claim(outcome=outcome, key=key, result=result)
+
     def complete(self, source: str, key: str, content_hash: str, result: dict[str, Any]) -> None:
         """Mark ``key`` completed with ``result``, remembered for ``ttl_seconds``."""
         self.complete_many(source, [(key, content_hash, result)])
@@ -212,7 +275,7 @@ class IdempotencyStore:
         for chunk in _chunks(items):
             args: list[str | int] = [self._ttl_ms]
             for _, content_hash, result in chunk:
-                args += [content_hash, json.dumps(result, separators=(",", ":"), default=str)]
+                args += [content_hash, _RESULT_ENCODER.encode(result)]
             self._complete(keys=[self.redis_key(source, key) for key, _, _ in chunk], args=args)
 
     def release(self, source: str, key: str) -> None:
@@ -223,6 +286,132 @@ class IdempotencyStore:
         """Drop the in-flight claims of ``keys``; completed keys are left alone."""
         for chunk in _chunks(keys):
             self._release(keys=[self.redis_key(source, key) for key in chunk])
+
+
+@dataclass(eq=False)
+class _Call:
+    """One call of a :class:`CoalescedScript`: its input, and its reply once there is one."""
+
+    keys: Sequence[Any]
+    args: Sequence[Any]
+    # Created per call, after any monkey-patching: a gevent event in a gevent worker.
+    ready: threading.Event = field(default_factory=lambda: threading.Event())
+    reply: Any = None
+    error: BaseException | None = None
+    answered: bool = False  # a reply or an error is in (a script may well reply nil)
+    # Set when this call is handed the queued calls (itself first) to send for everyone.
+    batch: list[_Call] | None = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.reply
+
+
+class CoalescedScript:
+    """A Lua script whose concurrent calls share Redis round trips (a pipeline).
+
+    A call made while no other is in flight is sent at once, alone: when idle nothing
+    waits. Calls made while one is in flight queue up; when it returns, the first of them
+    sends every queued call in one pipeline and hands each its reply. Under load, requests
+    thus share round trips, which cost a web worker far more CPU (system calls, a greenlet
+    switch per read, the client's per-command layers) than the script runs in Redis. Each
+    call still runs as its own script, atomically, in the order the calls queued.
+
+    Every call gets its own reply or its own error; a failed round trip fails the calls it
+    carried. ``wait_seconds`` bounds how long a queued call waits for its turn before it
+    gives up with ``redis.exceptions.TimeoutError`` (the client's own timeouts bound a
+    round trip, so only a stuck sender could keep it waiting that long).
+    """
+
+    def __init__(self, client: redis.Redis, script: str, wait_seconds: float = 30.0) -> None:
+        self._client = client
+        self._script = client.register_script(script)
+        self._text = script
+        self._sha = hashlib.sha1(script.encode("utf-8")).hexdigest()  # as Redis names it
+        self._wait = wait_seconds
+        self._lock = threading.Lock()
+        self._queue: list[_Call] = []
+        self._busy = False
+
+    def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run the script with ``keys`` and ``args``; return its reply (or raise its error)."""
+        call = _Call(keys, args)
+        with self._lock:
+            lead = not self._busy
+            if lead:
+                self._busy = True
+            else:
+                self._queue.append(call)
+        if not lead:
+            self._await_turn(call)
+            if call.batch is None:
+                return call.outcome()
+        self._send_then_hand_over(call, call.batch or [call])
+        return call.outcome()
+
+    def _await_turn(self, call: _Call) -> None:
+        """Wait until ``call`` has its reply or was made the sender of the queued calls."""
+        while not call.ready.wait(self._wait):
+            with self._lock:
+                if call in self._queue:
+                    self._queue.remove(call)
+                    raise redis.exceptions.TimeoutError("no turn to reach Redis in time")
+            # Taken into a round trip already: its reply is on the way.
+
+    def _send_then_hand_over(self, own: _Call, batch: list[_Call]) -> None:
+        try:
+            self._send(batch)
+        except Exception as exc:  # the round trip failed: so did every call it carried
+            for call in batch:
+                call.error, call.answered = exc, True
+        finally:
+            for call in batch:
+                if not call.answered:  # the sender was interrupted
+                    call.error = redis.exceptions.ConnectionError("the round trip was cut off")
+                if call is not own:
+                    call.ready.set()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Make the first queued call the sender of all queued calls, or go idle."""
+        with self._lock:
+            queued, self._queue = self._queue, []
+            self._busy = bool(queued)
+        if queued:
+            first = queued[0]
+            first.batch = queued
+            first.ready.set()
+
+    def _send(self, batch: list[_Call]) -> None:
+        if len(batch) == 1:  # alone: a plain call, which also reloads a flushed script
+            batch[0].reply = self._script(keys=batch[0].keys, args=batch[0].args)
+            batch[0].answered = True
+            return
+        replies = self._pipeline(batch)
+        if any(_no_script(r) for r in replies):
+            # Redis restarted or was flushed: load the script once, then run the calls it
+            # refused (a refused call did nothing, so running it now is its only run).
+            self._client.script_load(self._text)
+            missing = [c for c, r in zip(batch, replies, strict=True) if _no_script(r)]
+            for call, reply in zip(missing, self._pipeline(missing), strict=True):
+                replies[batch.index(call)] = reply
+        for call, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, Exception):
+                call.error = reply
+            else:
+                call.reply = reply
+            call.answered = True
+
+    def _pipeline(self, calls: list[_Call]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for call in calls:
+            pipe.execute_command("EVALSHA", self._sha, len(call.keys), *call.keys, *call.args)
+        return list(pipe.execute(raise_on_error=False))
+
+
+def _no_script(reply: Any) -> bool:
+    return isinstance(reply, redis.exceptions.NoScriptError)
 
 
 def _millis(seconds: float) -> int:

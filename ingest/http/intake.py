@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from ingest.config import HttpConfig, SourceConfig
@@ -125,8 +126,13 @@ def observed_at(
             return found
     text = (webhook_timestamp or "").strip()
     if text.isdigit() and len(text) <= 12:
-        return epoch_to_iso(int(text))
+        return _whole_seconds_to_iso(int(text))
     return None
+
+
+@lru_cache(maxsize=1024)  # senders stamp whole seconds: one conversion serves a second's events
+def _whole_seconds_to_iso(seconds: int) -> str:
+    return epoch_to_iso(seconds)
 
 
 def _lookup(event: Mapping[str, Any], path: str) -> Any:

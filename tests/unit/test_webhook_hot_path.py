@@ -1,0 +1,239 @@
+"""The webhook hot path's shortcuts keep the contract: rate limits and the idempotency claim in
+one round trip, concurrent claims sharing round trips, flask-limiter confined to /admin, and
+access lines sampled only for successful webhook answers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+
+from ingest.config import build_settings
+from ingest.http.idempotency import ClaimOutcome, CoalescedScript, IdempotencyStore
+from ingest.ratelimit import TokenBucket, ratelimit_headers
+from webapp import create_app, observability
+
+HASH_A = "a" * 64
+HASH_B = "b" * 64
+CHECKS = (("webhooks:source:acme", 10.0, 3), ("webhooks:global", 100.0, 50))
+
+
+@pytest.fixture()
+def store(redis_client: redis.Redis) -> IdempotencyStore:
+    return IdempotencyStore(redis_client, ttl_seconds=3600, inflight_ttl_seconds=60)
+
+
+@pytest.fixture()
+def buckets(redis_client: redis.Redis) -> TokenBucket:
+    return TokenBucket(redis_client)
+
+
+class TestTakeAndBegin:
+    def test_charges_every_bucket_and_claims(
+        self, store: IdempotencyStore, buckets: TokenBucket
+    ) -> None:
+        decisions, claim = store.take_and_begin(buckets, CHECKS, "acme", "k1", HASH_A)
+        assert claim is not None and claim.outcome is ClaimOutcome.NEW and claim.key == "k1"
+        assert [d.allowed for d in decisions] == [True, True]
+        assert [d.remaining for d in decisions] == [2, 49]
+        assert store.begin("acme", "k1", HASH_A).outcome is ClaimOutcome.IN_FLIGHT
+
+    def test_outcomes_match_begin(self, store: IdempotencyStore, buckets: TokenBucket) -> None:
+        store.take_and_begin(buckets, CHECKS, "acme", "k1", HASH_A)
+        _, in_flight = store.take_and_begin(buckets, CHECKS, "acme", "k1", HASH_A)
+        assert in_flight is not None and in_flight.outcome is ClaimOutcome.IN_FLIGHT
+        store.complete("acme", "k1", HASH_A, {"eventId": "k1", "contentHash": HASH_A})
+        _, conflict = store.take_and_begin(buckets, CHECKS, "acme", "k1", HASH_B)
+        assert conflict is not None and conflict.outcome is ClaimOutcome.CONFLICT
+
+    def test_a_duplicate_pays_its_token_as_before(
+        self, store: IdempotencyStore, buckets: TokenBucket
+    ) -> None:
+        store.take_and_begin(buckets, CHECKS, "acme", "k1", HASH_A)
+        store.complete("acme", "k1", HASH_A, {"eventId": "k1", "contentHash": HASH_A})
+        decisions, claim = store.take_and_begin(buckets, CHECKS, "acme", "k1", HASH_A)
+        assert claim is not None and claim.outcome is ClaimOutcome.DUPLICATE
+        assert claim.result == {"eventId": "k1", "contentHash": HASH_A}
+        assert decisions[0].remaining == 1
+
+    def test_a_refused_request_claims_nothing(
+        self, store: IdempotencyStore, buckets: TokenBucket, redis_client: redis.Redis
+    ) -> None:
+        for n in range(3):
+            store.take_and_begin(buckets, CHECKS, "acme", f"k{n}", HASH_A)
+        decisions, claim = store.take_and_begin(buckets, CHECKS, "acme", "late", HASH_A)
+        assert claim is None
+        assert [d.allowed for d in decisions] == [False, True]
+        assert int(ratelimit_headers(decisions)["Retry-After"]) >= 1
+        assert redis_client.get(store.redis_key("acme", "late")) is None
+        # The denial charged no bucket: the global one still holds what three requests left.
+        assert decisions[1].remaining == 47
+
+    def test_matches_the_two_separate_calls(
+        self, store: IdempotencyStore, buckets: TokenBucket, redis_client: redis.Redis
+    ) -> None:
+        combined = [store.take_and_begin(buckets, CHECKS, "acme", "k", HASH_A) for _ in range(4)]
+        redis_client.flushdb()
+        separate = []
+        for _ in range(4):
+            decisions = buckets.take_many(CHECKS)
+            claim = store.begin("acme", "k", HASH_A) if all(d.allowed for d in decisions) else None
+            separate.append((decisions, claim))
+        assert [(ratelimit_headers(d), c) for d, c in combined] == [
+            (ratelimit_headers(d), c) for d, c in separate
+        ]
+
+
+class TestCoalescedScript:
+    SCRIPT = "if ARGV[1] == 'boom' then return redis.error_reply('boom') end return ARGV[1]"
+
+    def test_concurrent_calls_each_get_their_own_reply(self, redis_client: redis.Redis) -> None:
+        script = CoalescedScript(redis_client, self.SCRIPT)
+        with ThreadPoolExecutor(16) as pool:
+            replies = list(pool.map(lambda n: script([], [str(n)]), range(200)))
+        assert replies == [str(n).encode() for n in range(200)]
+
+    def test_calls_queued_behind_one_share_a_round_trip(self, redis_client: redis.Redis) -> None:
+        script = CoalescedScript(redis_client, self.SCRIPT)
+        gate, sent = threading.Event(), []
+        real_send = script._send
+
+        def slow_send(batch: list[Any]) -> None:
+            sent.append(len(batch))
+            if len(sent) == 1:
+                gate.wait(5)  # hold the first round trip until the others have queued
+            real_send(batch)
+
+        script._send = slow_send  # type: ignore[method-assign]
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.submit(script, [], ["first"])
+            while not sent:
+                threading.Event().wait(0.01)
+            rest = [pool.submit(script, [], [str(n)]) for n in range(5)]
+            while len(script._queue) < 5:
+                threading.Event().wait(0.01)
+            gate.set()
+            assert first.result() == b"first"
+            assert [f.result() for f in rest] == [str(n).encode() for n in range(5)]
+        assert sent == [1, 5]
+
+    def test_a_nil_reply_is_a_reply(self, redis_client: redis.Redis) -> None:
+        script = CoalescedScript(redis_client, "return nil")
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(lambda n: script([], [str(n)]), range(40))) == [None] * 40
+
+    def test_an_error_fails_only_its_own_call(self, redis_client: redis.Redis) -> None:
+        script = CoalescedScript(redis_client, self.SCRIPT)
+        args = ["boom" if n % 3 == 0 else str(n) for n in range(30)]
+
+        def call(arg: str) -> Any:
+            try:
+                return script([], [arg])
+            except redis.exceptions.ResponseError as exc:
+                return exc
+
+        with ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(call, args))
+        for arg, result in zip(args, results, strict=True):
+            if arg == "boom":
+                assert isinstance(result, redis.exceptions.ResponseError)
+            else:
+                assert result == arg.encode()
+
+    def test_a_flushed_script_is_loaded_again(self, redis_client: redis.Redis) -> None:
+        script = CoalescedScript(redis_client, self.SCRIPT)
+        assert script([], ["x"]) == b"x"
+        redis_client.script_flush()
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda n: script([], [str(n)]), range(50)))
+        assert replies == [str(n).encode() for n in range(50)]
+
+    def test_a_failed_round_trip_fails_its_calls_and_the_next_ones_go_through(
+        self, redis_client: redis.Redis
+    ) -> None:
+        script = CoalescedScript(redis_client, self.SCRIPT)
+        real_send, failures = script._send, [1]
+
+        def flaky_send(batch: list[Any]) -> None:
+            if failures:
+                failures.pop()
+                raise redis.exceptions.ConnectionError("gone")
+            real_send(batch)
+
+        script._send = flaky_send  # type: ignore[method-assign]
+        with pytest.raises(redis.exceptions.ConnectionError):
+            script([], ["lost"])
+        assert script([], ["next"]) == b"next"
+        assert not script._busy and not script._queue
+
+
+class TestLimiterOnlyOnAdmin:
+    @pytest.fixture()
+    def app(self) -> Flask:
+        return create_app(build_settings({"redisUrl": "redis://127.0.0.1:1/0"}))
+
+    @staticmethod
+    def _limiter_hooks(registry: dict[Any, list[Any]], key: str | None) -> list[Any]:
+        return [h for h in registry.get(key, []) if "flask_limiter" in repr(h)]
+
+    def test_no_app_wide_limiter_hook(self, app: Flask) -> None:
+        for name in ("before_request_funcs", "after_request_funcs", "teardown_request_funcs"):
+            registry = getattr(app, name)
+            assert not self._limiter_hooks(registry, None), name
+            assert self._limiter_hooks(registry, "admin"), name
+
+    def test_the_limit_runs_before_the_token_check(self, app: Flask) -> None:
+        hooks = app.before_request_funcs["admin"]
+        names = [getattr(h, "__name__", repr(h)) for h in hooks]
+        assert names.index("_require_token") > 0
+        assert "flask_limiter" in repr(hooks[0])
+
+
+class TestAccessLogSampling:
+    @pytest.fixture(autouse=True)
+    def info_level(self) -> Iterator[None]:
+        level = observability.access_log.level
+        observability.access_log.setLevel("INFO")
+        yield
+        observability.access_log.setLevel(level)
+
+    def test_only_successful_webhook_answers_are_sampled(self) -> None:
+        every = 7
+        logged = sum(observability._should_log(True, 202, every) for _ in range(every * 3))
+        assert logged == 3
+        assert all(observability._should_log(True, s, every) for s in (400, 401, 429, 503))
+        assert all(observability._should_log(False, s, every) for s in (200, 202, 404))
+
+    def test_a_sample_of_one_logs_every_answer(self) -> None:
+        assert all(observability._should_log(True, 202, 1) for _ in range(5))
+
+    def test_nothing_is_prepared_below_info(self) -> None:
+        observability.access_log.setLevel("WARNING")
+        assert not observability._should_log(False, 500)
+
+
+class TestLoweredHeaders:
+    def test_same_names_and_values_as_werkzeug(self) -> None:
+        from werkzeug.test import EnvironBuilder
+
+        from webapp.webhooks import _lowered_headers
+
+        app = Flask("headers")
+        builder = EnvironBuilder(
+            method="POST",
+            headers={"Webhook-Id": "m1", "X_Under": "u", "Idempotency-Key": " k "},
+            content_type="application/json",
+            data=b"{}",
+        )
+        environ = builder.get_environ()
+        environ["HTTP_CONTENT_TYPE"] = "text/plain"  # werkzeug ignores these two
+        with app.test_request_context(environ_overrides=environ):
+            from flask import request
+
+            expected = {name.lower(): value for name, value in request.headers.items()}
+            assert _lowered_headers() == expected
