@@ -84,6 +84,7 @@ class _Buffer:
     fields: Mapping[str, Any]
     waiters: list[_Waiter] = field(default_factory=list)
     count: int = 0
+    taken: bool = False  # the flusher has it: too late to withdraw a waiter
 
 
 class BatchPublisher:
@@ -96,11 +97,16 @@ class BatchPublisher:
         max_wait: float,
         complete: Complete | None = None,
         timeout: float = 15.0,
+        max_pending: int | None = None,
     ) -> None:
         if max_events < 1 or max_wait <= 0:
             raise ValueError("max_events must be >= 1 and max_wait > 0")
         self._send, self._complete = send, complete
         self._max_events, self._max_wait, self._timeout = max_events, max_wait, timeout
+        # Events waiting for the flusher (buffered or being published): past this, new
+        # requests are refused at once rather than queued for seconds behind the others.
+        self._max_pending = max_pending or 50 * max_events
+        self._pending = 0
         self._cond = threading.Condition()
         self._buffers: dict[tuple[tuple[str, Any], ...], _Buffer] = {}
         self._closing = False
@@ -112,7 +118,9 @@ class BatchPublisher:
 
         ``fields`` are the batch-level payload fields (``source``, ``sourceUri``, ...): only
         events with equal fields share a message. Raises :class:`PublishError` when the
-        broker refused them or ``timeout`` passed.
+        broker refused them, when too many events already wait for the broker
+        (``max_pending``), or when ``timeout`` passed before they were taken for publishing;
+        in each case none of them will be published.
         """
         if not entries:
             return
@@ -121,19 +129,37 @@ class BatchPublisher:
         with self._cond:
             if self._closing:
                 raise PublishError("the publisher is shutting down")
+            if self._pending and self._pending + len(entries) > self._max_pending:
+                raise PublishError(f"{self._pending} events already wait for the broker")
             buffer = self._buffers.get(key)
             if buffer is None:
                 deadline = time.monotonic() + self._max_wait
                 buffer = self._buffers[key] = _Buffer(deadline, dict(fields))
             buffer.waiters.append(waiter)
             buffer.count += len(entries)
+            self._pending += len(entries)
             # Wake the flusher for a new deadline or a full buffer; otherwise let it sleep.
             if len(buffer.waiters) == 1 or buffer.count >= self._max_events:
                 self._cond.notify()
-        if not waiter.done.wait(self._timeout):
+        if not waiter.done.wait(self._timeout) and not self._withdraw(key, buffer, waiter):
+            # Being published: the outcome comes within the broker's own timeouts.
+            waiter.done.wait(self._timeout)
+        if not waiter.done.is_set():
             raise PublishError("timed out waiting for the broker")
         if waiter.error is not None:
             raise PublishError(str(waiter.error)) from waiter.error
+
+    def _withdraw(self, key: tuple[tuple[str, Any], ...], buffer: _Buffer, waiter: _Waiter) -> bool:
+        """Take a timed-out waiter's events back, if the flusher has not taken them yet."""
+        with self._cond:
+            if buffer.taken or waiter.done.is_set():
+                return False
+            buffer.waiters.remove(waiter)
+            buffer.count -= len(waiter.entries)
+            self._pending -= len(waiter.entries)
+            if not buffer.waiters and self._buffers.get(key) is buffer:
+                del self._buffers[key]
+            return True
 
     def close(self, timeout: float = 10.0) -> None:
         """Publish what is buffered, then stop the background thread."""
@@ -157,6 +183,9 @@ class BatchPublisher:
                     for waiter in buffer.waiters:
                         waiter.error = waiter.error or exc
                         waiter.done.set()
+                finally:
+                    with self._cond:
+                        self._pending -= buffer.count
 
     def _take_ready(self) -> list[_Buffer] | None:
         """Wait (holding the condition) for buffers that are full or due; None once closed."""
@@ -168,7 +197,10 @@ class BatchPublisher:
                 if self._closing or buffer.count >= self._max_events or buffer.deadline <= now
             ]
             if due:
-                return [self._buffers.pop(key) for key in due]
+                taken = [self._buffers.pop(key) for key in due]
+                for buffer in taken:
+                    buffer.taken = True
+                return taken
             if self._closing:
                 return None
             deadlines = [buffer.deadline for buffer in self._buffers.values()]
