@@ -43,6 +43,7 @@ __all__ = [
     "get_publisher",
     "outbox_for",
     "producer_celery",
+    "publisher_saturated",
     "send_batch",
     "stop_publisher",
 ]
@@ -105,7 +106,7 @@ class BatchPublisher:
         self._max_events, self._max_wait, self._timeout = max_events, max_wait, timeout
         # Events waiting for the flusher (buffered or being published): past this, new
         # requests are refused at once rather than queued for seconds behind the others.
-        self._max_pending = max_pending or 50 * max_events
+        self._max_pending = max_pending or 20 * max_events
         self._pending = 0
         self._cond = threading.Condition()
         self._buffers: dict[tuple[tuple[str, Any], ...], _Buffer] = {}
@@ -148,6 +149,11 @@ class BatchPublisher:
             raise PublishError("timed out waiting for the broker")
         if waiter.error is not None:
             raise PublishError(str(waiter.error)) from waiter.error
+
+    def saturated(self) -> bool:
+        """Whether half the pending room is used: new requests should be refused before any
+        work is done for them (a refusal after parsing and claiming keys wastes that work)."""
+        return self._pending >= self._max_pending // 2
 
     def _withdraw(self, key: tuple[tuple[str, Any], ...], buffer: _Buffer, waiter: _Waiter) -> bool:
         """Take a timed-out waiter's events back, if the flusher has not taken them yet."""
@@ -286,6 +292,12 @@ def get_publisher(app: Flask, complete: Complete | None) -> BatchPublisher:
         if current is not None and current[0] == os.getpid():
             return current[1]
         return _start_publisher(app, complete)
+
+
+def publisher_saturated(app: Flask) -> bool:
+    """Whether this process's publisher (if started) has too many events waiting already."""
+    current = app.extensions.get(_EXTENSION)
+    return current is not None and current[0] == os.getpid() and current[1].saturated()
 
 
 def app_lock(app: Flask, name: str) -> threading.Lock:

@@ -47,7 +47,13 @@ from ingest.ratelimit import RateDecision, TokenBucket, ratelimit_headers
 from webapp.context import settings
 from webapp.errors import ApiError, error_response
 from webapp.observability import note_webhook_reason
-from webapp.publisher import QUEUE, PublishError, app_lock, get_publisher
+from webapp.publisher import (
+    QUEUE,
+    PublishError,
+    app_lock,
+    get_publisher,
+    publisher_saturated,
+)
 
 __all__ = ["bp"]
 
@@ -173,9 +179,16 @@ def _read_request(services: _Services, allow_ndjson: bool) -> tuple[bytes, Media
 
 
 def _check_backpressure(services: _Services) -> None:
+    policy = services.http.backpressure
+    if publisher_saturated(current_app):
+        note_webhook_reason(Reason.BACKPRESSURE)
+        raise ApiError(
+            503,
+            "this web process has too many events waiting for the broker; retry later",
+            {"Retry-After": str(policy.retry_after_seconds)},
+        )
     if services.backlog is None:
         return
-    policy = services.http.backpressure
     if services.backlog.over(policy.high_water_mark):
         note_webhook_reason(Reason.BACKPRESSURE)
         raise ApiError(

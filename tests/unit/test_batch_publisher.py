@@ -57,11 +57,14 @@ def test_too_many_waiting_events_are_refused_at_once() -> None:
     first.start()
     try:
         wait_for(lambda: publisher._pending == 4, 10, 0.005, "the first request queued")
+        assert publisher.saturated()
         with pytest.raises(PublishError, match="already wait"):
             publisher.submit(FIELDS, events(1, "b"))
         gate.set()
         first.join(10)
         # Once the backlog is published, requests are taken again.
+        wait_for(lambda: publisher._pending == 0, 10, 0.005, "the backlog published")
+        assert not publisher.saturated()
         publisher.submit(FIELDS, events(1, "c"))
     finally:
         gate.set()
