@@ -18,7 +18,7 @@ from celery import Celery
 from celery.signals import worker_ready
 
 from ingest.config import Settings, load_settings
-from ingest.http.outbox import Outbox, batch_summary
+from ingest.http.outbox import Outbox, publish_batch
 from ingest.runtime import Runtime
 from tasks.app import QUEUE_WEBHOOKS
 from tasks.webhooks import TASK_NAME
@@ -39,14 +39,7 @@ def republish_due(app: Celery, outbox: Outbox, limit: int = 100) -> int:
     while True:
         due = outbox.claim_due(limit)
         for payload in due:
-            app.send_task(
-                TASK_NAME,
-                args=[payload],
-                queue=QUEUE_WEBHOOKS,
-                argsrepr=batch_summary(payload),
-                kwargsrepr="{}",
-                ignore_result=True,
-            )
+            publish_batch(app, TASK_NAME, QUEUE_WEBHOOKS, payload)
         total += len(due)
         if len(due) < limit:
             return total

@@ -31,7 +31,7 @@ from flask import Flask
 from kombu import Queue
 
 from ingest.config import Settings
-from ingest.http.outbox import Outbox, batch_summary
+from ingest.http.outbox import Outbox, publish_batch
 from ingest.tracing import batch_span, capture_context
 
 __all__ = [
@@ -311,14 +311,7 @@ def app_lock(app: Flask, name: str) -> threading.Lock:
 
 def send_batch(celery: Celery, payload: dict[str, Any]) -> None:
     """Publish one batch message to the webhook queue."""
-    celery.send_task(
-        TASK_NAME,
-        args=[payload],
-        queue=QUEUE,
-        argsrepr=batch_summary(payload),
-        kwargsrepr="{}",
-        ignore_result=True,
-    )
+    publish_batch(celery, TASK_NAME, QUEUE, payload)
 
 
 def outbox_for(settings: Settings) -> Outbox:

@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-__all__ = ["DUE_KEY", "ENTRIES_KEY", "Outbox", "batch_summary"]
+__all__ = ["DUE_KEY", "ENTRIES_KEY", "Outbox", "batch_summary", "publish_batch"]
 
 ENTRIES_KEY = "ingest:webhooks:outbox"  # hash: batchId -> payload JSON
 DUE_KEY = "ingest:webhooks:outbox:due"  # sorted set: batchId -> epoch of its last activity
@@ -56,6 +56,18 @@ def batch_summary(payload: Mapping[str, Any]) -> str:
     """
     events = len(payload.get("events") or [])
     return f"[<webhook batch {payload.get('batchId')} of {payload.get('source')}: {events} events>]"
+
+
+def publish_batch(celery: Any, task_name: str, queue: str, payload: Mapping[str, Any]) -> None:
+    """Publish one batch message (the web's publisher and the workers' sweeper alike)."""
+    celery.send_task(
+        task_name,
+        args=[payload],
+        queue=queue,
+        argsrepr=batch_summary(payload),
+        kwargsrepr="{}",
+        ignore_result=True,
+    )
 
 
 class Outbox:
