@@ -2,8 +2,10 @@
 
 A request hands its events to the process's :class:`BatchPublisher` and blocks until the
 message holding them is in the broker, so a 202 is only ever sent for a durable event. One
-background thread collects events per source until ``http.bufferSize`` events or
-``http.batchInterval`` milliseconds after the first one, publishes them as one
+background thread collects events per source until ``http.bufferSize`` events, or
+``http.batchInterval`` milliseconds after the first one (0, the default: as soon as its
+previous publish is done, so concurrent requests share messages only under load), publishes
+them as one
 ``ingest.webhooks.store_batch`` message, completes their idempotency keys in one round trip and
 wakes the requests. Each batch is written to the outbox (``ingest.http.outbox``) before its
 message is published, so a message the broker's Redis loses in a crash is republished by a
@@ -100,8 +102,8 @@ class BatchPublisher:
         timeout: float = 15.0,
         max_pending: int | None = None,
     ) -> None:
-        if max_events < 1 or max_wait <= 0:
-            raise ValueError("max_events must be >= 1 and max_wait > 0")
+        if max_events < 1 or max_wait < 0:
+            raise ValueError("max_events must be >= 1 and max_wait >= 0")
         self._send, self._complete = send, complete
         self._max_events, self._max_wait, self._timeout = max_events, max_wait, timeout
         # Events waiting for the flusher (buffered or being published): past this, new

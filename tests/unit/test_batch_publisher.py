@@ -21,8 +21,10 @@ class Recorder:
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.sent: list[dict[str, Any]] = []
         self.gate = gate
+        self.sending = threading.Event()
 
     def __call__(self, payload: dict[str, Any]) -> None:
+        self.sending.set()
         if self.gate is not None:
             self.gate.wait(10)
         self.sent.append(payload)
@@ -71,3 +73,26 @@ def test_too_many_waiting_events_are_refused_at_once() -> None:
         publisher.close()
     published = sorted(e["eventId"] for p in send.sent for e in p["events"])
     assert published == ["a0", "a1", "a2", "a3", "c0"]
+
+
+def test_without_linger_events_queued_during_a_publish_share_the_next_message() -> None:
+    gate = threading.Event()
+    send = Recorder(gate)
+    publisher = BatchPublisher(send, max_events=100, max_wait=0)
+    first = threading.Thread(target=publisher.submit, args=(FIELDS, events(1, "a")))
+    first.start()
+    assert send.sending.wait(10)  # the first event is being published, alone
+    later = [
+        threading.Thread(target=publisher.submit, args=(FIELDS, events(1, f"b{n}")))
+        for n in range(5)
+    ]
+    try:
+        for thread in later:
+            thread.start()
+        wait_for(lambda: publisher._pending == 6, 10, 0.005, "five more events waiting")
+    finally:
+        gate.set()
+        for thread in [first, *later]:
+            thread.join(10)
+        publisher.close()
+    assert [len(p["events"]) for p in send.sent] == [1, 5]
