@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 
 __all__ = ["held_task_ids", "restore_orphaned_tasks"]
 
@@ -101,3 +102,42 @@ def _recover_at_start(sender: Any = None, **_: Any) -> None:
         name="ingest-task-recovery",
         daemon=True,
     ).start()
+
+
+# Celery logs "Unrecoverable error" (logger celery.worker) and then stops the worker. With the
+# Redis transport, that stop can wedge when the broker went away mid-task (kombu fails to
+# ack, then to restore): the process stays alive and consumes nothing, so no supervisor
+# restarts it. This long after such an error, the process exits by force; its unacknowledged
+# tasks come back at the next worker's start (above).
+UNRECOVERABLE_EXIT_GRACE = 30.0
+
+
+class ExitAfterUnrecoverable(logging.Handler):
+    """Exits the process ``grace`` seconds after Celery logged an unrecoverable error."""
+
+    def __init__(self, grace: float = UNRECOVERABLE_EXIT_GRACE) -> None:
+        super().__init__(logging.CRITICAL)
+        self.grace = grace
+        self.armed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.armed or record.levelno < logging.CRITICAL:
+            return
+        if not str(record.msg).startswith("Unrecoverable error"):
+            return
+        self.armed = True
+        timer = threading.Timer(self.grace, _exit_now, args=(self.grace,))
+        timer.daemon = True
+        timer.start()
+
+
+def _exit_now(grace: float) -> None:
+    log.critical("worker still running %.0f s after an unrecoverable error: exiting", grace)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(1)
+
+
+@worker_init.connect
+def _exit_if_shutdown_wedges(**_: Any) -> None:
+    logging.getLogger("celery.worker").addHandler(ExitAfterUnrecoverable())

@@ -84,7 +84,8 @@ def test_sigterm_to_the_worker_during_an_import(
     received, succeeded = task_ids(log, "received"), task_ids(log, "succeeded")
     restored = re.search(r"Restoring (\d+) unacknowledged message", log)
     assert restored is not None, "the reserved tasks were not given back"
-    assert succeeded <= received and len(received - succeeded) == int(restored[1]), log[-3000:]
+    # Restored may also hold a message taken from Redis but not yet logged as received.
+    assert succeeded <= received and len(received - succeeded) <= int(restored[1]), log[-3000:]
     assert "raised unexpected" not in log and "retry:" not in log
     done_at_exit = import_state(env, import_id)["ranges"]
     assert done_at_exit["done"] < done_at_exit["total"], "the import ended before the SIGTERM"
