@@ -168,7 +168,7 @@ class HttpConfig(Section):
         200, ge=1, le=10_000, description="Most events per published batch (one task message)."
     )
     batch_interval: int = Field(
-        0,
+        10,
         ge=0,
         description="Milliseconds a partial batch waits for more events; a request waits with "
         "it. 0: no wait, publish as soon as the previous publish is done (group commit).",

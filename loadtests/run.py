@@ -87,7 +87,7 @@ class StackConfig:
     worker_concurrency: int = 2
     range_size: int = 32 << 20
     buffer_size: int = 200
-    batch_interval: int = 0
+    batch_interval: int = 10
     sink: str = "file"
 
     def label(self) -> str:
@@ -839,7 +839,7 @@ def study_points(args: argparse.Namespace) -> list[tuple[StackConfig, list[str]]
     for web_workers in (1, 2):
         for buffer_size in (50, 200):
             config = StackConfig(
-                web_workers, args.worker_concurrency, args.range_size, buffer_size, 0, args.sink
+                web_workers, args.worker_concurrency, args.range_size, buffer_size, 10, args.sink
             )
             points.append((config, ["webhooks_single", "webhooks_batch"]))
     return points
@@ -870,7 +870,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--range-size", type=int, default=32 << 20, help="bytes per range task")
     parser.add_argument("--buffer-size", type=int, default=200, help="http.bufferSize (events)")
     parser.add_argument(
-        "--batch-interval", type=int, default=0, help="http.batchInterval (ms; 0: group commit)"
+        "--batch-interval", type=int, default=10, help="http.batchInterval (ms; 0: group commit)"
     )
     parser.add_argument(
         "--sink",

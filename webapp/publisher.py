@@ -3,9 +3,8 @@
 A request hands its events to the process's :class:`BatchPublisher` and blocks until the
 message holding them is in the broker, so a 202 is only ever sent for a durable event. One
 background thread collects events per source until ``http.bufferSize`` events, or
-``http.batchInterval`` milliseconds after the first one (0, the default: as soon as its
-previous publish is done, so concurrent requests share messages only under load), publishes
-them as one
+``http.batchInterval`` milliseconds after the first one (0: as soon as its previous publish
+is done, so concurrent requests share messages only under load), publishes them as one
 ``ingest.webhooks.store_batch`` message, completes their idempotency keys in one round trip and
 wakes the requests. Each batch is written to the outbox (``ingest.http.outbox``) before its
 message is published, so a message the broker's Redis loses in a crash is republished by a
