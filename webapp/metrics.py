@@ -9,7 +9,7 @@ import redis
 from flask import Blueprint, Response, current_app
 from prometheus_client import CollectorRegistry
 
-from ingest.http.outbox import ENTRIES_KEY as OUTBOX_KEY
+from ingest.http.outbox import Outbox
 from ingest.metrics_exposition import CONTENT_TYPE, QueueDepthCollector, render, scrape_registry
 from ingest.runtime import Runtime
 from tasks.app import ALL_QUEUES
@@ -36,7 +36,7 @@ def _queue_collector(rt: Runtime) -> QueueDepthCollector:
         queues,
         lambda: rt.dlq.depth(),
         max_age=QUEUE_STATS_MAX_AGE,
-        outbox_depth=lambda: int(rt.redis.hlen(OUTBOX_KEY)),
+        outbox_depth=Outbox(rt.redis, rt.settings.http.redeliver_after).pending,
     )
 
 
