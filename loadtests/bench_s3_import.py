@@ -50,6 +50,26 @@ def peak_rss_mb(pid: int) -> float:
     return best
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` (every thread of each), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def busy_cores() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine so far, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return float(sum(values) - idle), float(sum(values))
+
+
 def worker_pids(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children")
     return [pid, *(int(p) for p in children.read_text().split())] if children.exists() else [pid]
@@ -125,6 +145,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from tasks.imports import submit_import
 
         rt = Runtime(settings)
+        # CPU spent per MB by each part of the stack, and how busy the whole machine was:
+        # a figure far from `profile_range.py --stages` means time lost outside the steps.
+        parts = {
+            "worker": lambda: worker_pids(worker.pid),
+            "redis": lambda: [redis_server.pid],
+            "s3 server": lambda: [s3.pid],
+        }
+        cpu_before = {name: cpu_seconds(pids()) for name, pids in parts.items()}
+        machine_before = busy_cores()
         started = time.monotonic()
         import_id = submit_import(
             settings,
@@ -142,7 +171,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             time.sleep(0.05)
         elapsed = time.monotonic() - started
+        cpu_after = {name: cpu_seconds(pids()) for name, pids in parts.items()}
+        machine_after = busy_cores()
         rss = max(rss, max(peak_rss_mb(p) for p in worker_pids(worker.pid)))
+        megabytes = size / 1e6
+        cpu_ms_per_mb = {
+            name: round((cpu_after[name] - cpu_before[name]) * 1000 / megabytes, 1)
+            for name in parts
+        }
+        busy = (machine_after[0] - machine_before[0]) / (machine_after[1] - machine_before[1])
         return {
             "bytes": size,
             "seconds": round(elapsed, 2),
@@ -156,6 +193,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "rangeSize": args.range_size,
             "concurrency": args.concurrency,
             "dedup": not args.no_dedup,
+            "cpuMsPerMB": {**cpu_ms_per_mb, "total": round(sum(cpu_ms_per_mb.values()), 1)},
+            # Share of the machine's CPU in use while the import ran (any process's).
+            "machineBusy": round(busy, 2),
         }
     finally:
         worker.stop()
