@@ -6,7 +6,10 @@ fastest code the project has for it and nothing else (no validation, dedup, prov
 Celery or bookkeeping), on 32 MB ranges of a generated CSV (``loadtests/gen_csv.py``):
 
 - ``s3 get``: ranged ``get_object`` from moto's server (a separate process, as in the
-  benchmark); the client's CPU and the server's (read from ``/proc``) are shown apart;
+  benchmark); the client's CPU and the server's (read from ``/proc``) are shown apart. moto
+  copies the whole object to answer any GET, so its share grows with the object (each of
+  the N ranges of an object pays for all of it); a line shows what one 8 MB ranged GET
+  costs it from a 16 MB and from a 256 MB object;
 - ``parse``: ``pyarrow.csv.read_csv`` with threads, every column as text (as the pipeline
   reads), then the same with inferred types for comparison;
 - ``hash``: ``ingest.s3csv.digests.record_hex_digests``, SHA-256 of every row's bytes;
@@ -109,6 +112,20 @@ def main(argv: list[str] | None = None) -> int:
             )
             s3.create_bucket(Bucket="floor")
             s3.upload_file(str(path), "floor", "input.csv")
+            # moto keeps an object in one buffer and copies all of it to answer any GET, so
+            # a ranged GET costs its server CPU in proportion to the object, not the range.
+            per_get: dict[int, float] = {}
+            for object_mb in (16, 256):
+                s3.put_object(
+                    Bucket="floor", Key=f"blob{object_mb}", Body=os.urandom(object_mb << 20)
+                )
+                before = _server_cpu(server.pid)
+                for _ in range(5):
+                    s3.get_object(Bucket="floor", Key=f"blob{object_mb}", Range="bytes=0-8388607")[
+                        "Body"
+                    ].read()
+                per_get[object_mb] = (_server_cpu(server.pid) - before) / 5 * 1000
+                s3.delete_object(Bucket="floor", Key=f"blob{object_mb}")
             steps: dict[str, list[float]] = {}
             for _ in range(args.repeat):
                 totals = dict.fromkeys(
@@ -168,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         if "comparison" not in name:
             needed += value
         print(f"  {name:42s} {value:6.2f}")
+    print(
+        "moto server CPU per 8 MB ranged GET: "
+        + ", ".join(f"{ms:.0f} ms from a {mb} MB object" for mb, ms in per_get.items())
+    )
     cores = os.cpu_count() or 1
     print(f"  {'= the steps no import can skip':42s} {needed:6.2f}")
     print(
