@@ -22,7 +22,7 @@ from ingest.logs import bind_log_context, clear_log_context, configure_logging
 from ingest.metrics import EventOutcome, Reason
 from webapp import metrics as metrics_endpoint
 
-__all__ = ["REQUEST_ID_HEADER", "init_app", "note_webhook_reason"]
+__all__ = ["REQUEST_ID_HEADER", "init_app", "note_batch_statuses", "note_webhook_reason"]
 
 REQUEST_ID_HEADER = "X-Request-ID"
 SERVICE_NAME = "intelgraph-ingest-web"
@@ -47,6 +47,18 @@ def note_webhook_reason(reason: Reason | str) -> None:
     g.ingest_webhook_reason = reason
 
 
+def note_batch_statuses(statuses: dict[str, int], duplicates: int = 0) -> None:
+    """Hand the events counter a batch answer's per-event statuses (count by status), so that
+    it need not parse the answer's JSON again; ``duplicates``: a retried batch's results."""
+    counted: dict[EventOutcome, int] = {}
+    for status, count in statuses.items():
+        outcome = EventOutcome(status) if status in _OUTCOMES else EventOutcome.REJECTED
+        counted[outcome] = counted.get(outcome, 0) + count
+    if duplicates:
+        counted[EventOutcome.DUPLICATE] = counted.get(EventOutcome.DUPLICATE, 0) + duplicates
+    g.ingest_batch_outcomes = counted
+
+
 def _request_id() -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     # 32 random hex digits, as uuid4().hex gives, for a fifth of its cost.
@@ -69,6 +81,9 @@ def _event_outcomes(response: Response) -> dict[EventOutcome, int]:
         return {EventOutcome.DUPLICATE if status == 200 else EventOutcome.REJECTED: 1}
     if status not in (200, 202):
         return {}  # refused as a whole before its events were counted; the request counts
+    noted = g.get("ingest_batch_outcomes")
+    if noted is not None:  # counted by the view as it built the answer
+        return dict(noted)
     body = response.get_json(silent=True)
     results = body.get("results") if isinstance(body, dict) else None
     if not isinstance(results, list):

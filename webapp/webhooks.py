@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar, cast
@@ -33,7 +34,13 @@ from ingest.http.bodies import (
     parse_event,
     read_body,
 )
-from ingest.http.idempotency import Claim, ClaimOutcome, IdempotencyStore, idempotency_key
+from ingest.http.idempotency import (
+    Claim,
+    ClaimOutcome,
+    IdempotencyStore,
+    event_key,
+    idempotency_key,
+)
 from ingest.http.intake import (
     WebhookSource,
     batch_statuses,
@@ -46,7 +53,7 @@ from ingest.metrics import Reason
 from ingest.ratelimit import RateDecision, TokenBucket, ratelimit_headers
 from webapp.context import settings
 from webapp.errors import ApiError, error_response
-from webapp.observability import note_webhook_reason
+from webapp.observability import note_batch_statuses, note_webhook_reason
 from webapp.publisher import (
     QUEUE,
     PublishError,
@@ -257,18 +264,21 @@ def _entry(
     source: WebhookSource,
     epoch: float,
     webhook_timestamp: str | None,
+    received_at: str | None = None,
 ) -> dict[str, Any]:
     """An event as the batch payload carries it (see tasks.webhooks).
 
     The event travels as its canonical JSON text: kombu's JSON decoder turns objects shaped
     ``{"__type__", "__value__"}`` into Python objects (or refuses the message), so an event
     of that shape sent as an object would be altered, or would poison its whole batch.
+    ``received_at`` is ``epoch_to_iso(epoch)`` when the caller has it already (a batch's
+    events share it).
     """
     return {
         "eventJson": parsed.canonical,
         "eventId": key,
         "contentHash": parsed.content_hash,
-        "receivedAt": epoch_to_iso(epoch),
+        "receivedAt": epoch_to_iso(epoch) if received_at is None else received_at,
         "receivedAtEpoch": epoch,
         "observedAt": observed_at(parsed.event, source.observed_at_field, webhook_timestamp),
     }
@@ -467,6 +477,8 @@ def receive_batch(source: str) -> Response:
         claim = services.keys.begin(src.name, _BATCH_KEY_PREFIX + request_key, batch_hash)
         if claim.outcome is ClaimOutcome.DUPLICATE:
             stored = (claim.result or {}).get("results", [])
+            if isinstance(stored, list):
+                note_batch_statuses({}, duplicates=len(stored))
             return _answer(200, {"status": "duplicate", "results": stored}, decisions)
         if claim.outcome is not ClaimOutcome.NEW:
             raise _refusal(claim.outcome, request_key)
@@ -479,6 +491,7 @@ def receive_batch(source: str) -> Response:
         raise
     if request_key is not None and services.keys is not None:
         _complete_request(services.keys, src, request_key, batch_hash, results)
+    note_batch_statuses(Counter(r["status"] for r in results))
     return _answer(202, {"status": "accepted", "results": results}, decisions)
 
 
@@ -490,7 +503,7 @@ def _store_batch(
     request_key: str | None,
 ) -> list[dict[str, Any]]:
     """Claim each event's key, publish the accepted ones and return the per-event results."""
-    keys = [idempotency_key({}, e.event, source.id_field, e.content_hash) for e in events]
+    keys = [event_key(e.event, source.id_field, e.content_hash) for e in events]
     hashes = [e.content_hash for e in events]
     store = services.keys
 
@@ -502,7 +515,8 @@ def _store_batch(
     statuses = batch_statuses(keys, hashes, claim)
     accepted = [i for i, status in enumerate(statuses) if status == "accepted"]
     stamp = request.headers.get("webhook-timestamp")
-    entries = [_entry(events[i], keys[i], source, epoch, stamp) for i in accepted]
+    received_at = epoch_to_iso(epoch)  # one request, one receipt time
+    entries = [_entry(events[i], keys[i], source, epoch, stamp, received_at) for i in accepted]
     release = [keys[i] for i in accepted]
     if request_key is not None:
         release.append(_BATCH_KEY_PREFIX + request_key)

@@ -181,13 +181,27 @@ def _too_deep(text: bytes, max_depth: int) -> bool:
     return False
 
 
-def _loads(text: bytes, max_depth: int, where: str) -> Any:
+def _plainly_utf8(body: bytes) -> bool:
+    """Whether ``json.detect_encoding`` says UTF-8 for every part of ``body``: no NUL byte
+    (UTF-16/32 without a BOM), and no byte of a BOM (``\xfe``, ``\xff`` never occur in UTF-8;
+    ``\xef\xbb\xbf`` is UTF-8's own, which detect_encoding strips)."""
+    return (
+        b"\x00" not in body
+        and b"\xfe" not in body
+        and b"\xff" not in body
+        and b"\xef\xbb\xbf" not in body
+    )
+
+
+def _loads(text: bytes, max_depth: int, where: str, utf8: bool = False) -> Any:
+    """Decode one JSON document; ``utf8``: the caller found it plainly UTF-8 already."""
     # Depth is checked on the bytes first so that a nesting bomb is never handed to the parser.
     if _too_deep(text, max_depth):
         raise MalformedBody(f"{where} is nested deeper than {max_depth} levels")
     try:
+        encoding = "utf-8" if utf8 else json.detect_encoding(text)
         # json.loads(text, parse_constant=...) would build a new decoder on every call.
-        return _DECODER.decode(text.decode(json.detect_encoding(text), "surrogatepass"))
+        return _DECODER.decode(text.decode(encoding, "surrogatepass"))
     except RecursionError:
         raise MalformedBody(f"{where} is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -238,8 +252,9 @@ def parse_batch(body: bytes, kind: MediaKind, max_depth: int, max_events: int) -
     if kind == "ndjson":
         lines = [line for line in body.split(b"\n") if line.strip()]
         _check_count(len(lines), max_events)
+        utf8 = _plainly_utf8(body)  # then so is every line: one check instead of one a line
         return [
-            _as_event(_loads(line, max_depth, f"line {n}"), f"line {n}")
+            _as_event(_loads(line, max_depth, f"line {n}", utf8), f"line {n}")
             for n, line in enumerate(lines, 1)
         ]
     values = _loads(body, max_depth + 1, "the body")

@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import redis
@@ -24,6 +25,8 @@ __all__ = [
     "ClaimOutcome",
     "CoalescedScript",
     "IdempotencyStore",
+    "encode_result",
+    "event_key",
     "idempotency_key",
 ]
 
@@ -38,9 +41,9 @@ _RESULT_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 # It returns an outcome code (see _OUTCOMES) and, for a duplicate, the stored result.
 _CLAIM_LUA = """
 local function claim(key, hash, px)
-  local value = redis.call('GET', key)
+  -- SET NX GET (Redis 7.0+): claims an absent key, or returns what it holds, in one call.
+  local value = redis.call('SET', key, 'I|' .. hash, 'NX', 'PX', px, 'GET')
   if not value then
-    redis.call('SET', key, 'I|' .. hash, 'PX', px)
     return 'N', ''
   end
   local stored = string.sub(value, 3, 2 + #hash)
@@ -55,15 +58,20 @@ end
 """
 
 # KEYS: the keys to claim; ARGV: the in-flight TTL in ms, then each key's content hash.
+# The reply is one string of outcome codes, a character per key, followed by the stored
+# result of each duplicate in key order: a batch of new keys is a single bulk string.
 _BEGIN = (
     _CLAIM_LUA
     + """
-local out = {}
+local codes, out = {}, {''}
 for i, key in ipairs(KEYS) do
   local code, payload = claim(key, ARGV[i + 1], ARGV[1])
-  out[#out + 1] = code
-  out[#out + 1] = payload
+  codes[i] = code
+  if code == 'D' then
+    out[#out + 1] = payload
+  end
 end
+out[1] = table.concat(codes)
 return out
 """
 )
@@ -161,6 +169,26 @@ def idempotency_key(
     return canonical_hash
 
 
+def event_key(event: object | None, event_field: str | None, canonical_hash: str) -> str:
+    """``idempotency_key`` without headers (an event of a batch): the event field, else hash."""
+    if event_field:
+        value = _event_field(event, event_field)
+        if value is not None:
+            return value
+    return canonical_hash
+
+
+def encode_result(result: dict[str, Any]) -> str:
+    """``json.dumps(result, separators=(",", ":"), default=str)``, the same text, made
+    without an encoder run when every key and value is a string (as an event's result is)."""
+    parts = []
+    for name, value in result.items():
+        if type(name) is not str or type(value) is not str:
+            return _RESULT_ENCODER.encode(result)
+        parts.append(encode_basestring_ascii(name) + ":" + encode_basestring_ascii(value))
+    return "{" + ",".join(parts) + "}"
+
+
 def _event_field(event: object | None, path: str) -> str | None:
     """Look ``path`` up in a dict event: the literal key first, then as a dotted path."""
     if not isinstance(event, Mapping):
@@ -229,10 +257,10 @@ class IdempotencyStore:
             keys = [self.redis_key(source, key) for key, _ in chunk]
             args = [self._inflight_ms, *(content_hash for _, content_hash in chunk)]
             reply = self._begin(keys=keys, args=args)
-            for index, (key, _) in enumerate(chunk):
-                code, payload = _text(reply[2 * index]), _text(reply[2 * index + 1])
+            codes, stored = _text(reply[0]), iter(reply[1:])
+            for code, (key, _) in zip(codes, chunk, strict=True):
                 outcome = _OUTCOMES[code]
-                result = _result(payload) if outcome is ClaimOutcome.DUPLICATE else None
+                result = _result(_text(next(stored))) if code == "D" else None
                 claims.append(Claim(outcome=outcome, key=key, result=result))
         return claims
 
@@ -275,7 +303,7 @@ class IdempotencyStore:
         for chunk in _chunks(items):
             args: list[str | int] = [self._ttl_ms]
             for _, content_hash, result in chunk:
-                args += [content_hash, _RESULT_ENCODER.encode(result)]
+                args += [content_hash, encode_result(result)]
             self._complete(keys=[self.redis_key(source, key) for key, _, _ in chunk], args=args)
 
     def release(self, source: str, key: str) -> None:

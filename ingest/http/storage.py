@@ -10,6 +10,11 @@ The batch payload is what the web process publishes (see ``webapp.publisher``)::
 web sends it. An event may also be given as an ``"event"`` object instead (hand-built or
 replayed payloads); it is canonicalised and hashed here.
 
+A sink that takes records already encoded as JSON lines (the file sink) gets them so: a
+canonical ``eventJson`` is already the text its record's ``data`` is written as, and the
+provenance the batch's records share is encoded once, so an event is neither decoded nor
+encoded again here. The lines are the bytes ``write_records`` would have written.
+
 Storing is idempotent: the file is named by the batch id, and dedup claims are owned by the
 batch, so a re-executed batch neither stores an event twice nor loses one.
 """
@@ -17,8 +22,9 @@ batch, so a re-executed batch neither stores an event twice nor loses one.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from ingest.dedup import DedupIndex, identities_from_hex
@@ -26,7 +32,11 @@ from ingest.hashing import canonical_json, sha256_hex
 from ingest.provenance import ProvenanceBuilder
 from ingest.sinks import Sink
 
-__all__ = ["StoredBatch", "batch_name", "dedup_scope", "store_event_batch"]
+__all__ = ["StoredBatch", "batch_name", "dedup_scope", "record_lines", "store_event_batch"]
+
+# How sinks write a record (``json.dumps(record, ensure_ascii=False, separators=(",", ":"))``),
+# made once.
+_RECORD_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,55 @@ def _event_of(entry: Mapping[str, Any]) -> tuple[Any, str]:
     return event, sha256_hex(canonical_json(event))
 
 
+def _json_text(value: Any) -> str:
+    """``value`` as a record's JSON holds it (``_RECORD_ENCODER``); strings without an encoder."""
+    if type(value) is str:
+        return encode_basestring(value)
+    if value is None:
+        return "null"
+    return _RECORD_ENCODER.encode(value)
+
+
+def _event_text(entry: Mapping[str, Any]) -> tuple[str, str]:
+    """:func:`_event_of`, with the event as the JSON text its record holds.
+
+    A canonical ``eventJson`` (it hashes to the contentHash sent) is that text already:
+    decoding it and encoding the result again, keys in the order they came, gives it back.
+    """
+    text = entry.get("eventJson")
+    if isinstance(text, str):
+        digest = sha256_hex(text.encode("utf-8"))
+        if digest == entry.get("contentHash"):
+            return text, digest
+    event, digest = _event_of(entry)
+    return _json_text(event), digest
+
+
+def record_lines(
+    builder: ProvenanceBuilder,
+    items: Sequence[tuple[str, str, Mapping[str, Any]]],
+) -> bytes:
+    """The JSON lines of the records ``{"data": ..., "provenance": builder.stamp(...)}`` of
+    ``(data JSON text, contentHash, payload entry)`` items, as the file sink writes records.
+
+    Each provenance is ``builder.stamp(contentHash, observed_at=entry["observedAt"],
+    eventId=entry["eventId"], receivedAt=entry["receivedAt"])``; the fields the batch shares
+    are encoded once.
+    """
+    head = _RECORD_ENCODER.encode(builder.common())[:-1]  # without its closing brace
+    lines = []
+    for data, content_hash, entry in items:
+        line = f'{{"data":{data},"provenance":{head},"contentHash":{_json_text(content_hash)}'
+        line += f',"observedAt":{_json_text(entry.get("observedAt"))}'
+        event_id, received_at = entry.get("eventId"), entry.get("receivedAt")
+        if event_id is not None:
+            line += f',"eventId":{_json_text(event_id)}'
+        if received_at is not None:
+            line += f',"receivedAt":{_json_text(received_at)}'
+        lines.append(line + "}}\n")
+    return "".join(lines).encode()
+
+
 def store_event_batch(
     payload: Mapping[str, Any],
     sink: Sink,
@@ -93,7 +152,8 @@ def store_event_batch(
     if sink.exists(name):
         return StoredBatch(batch_id, 0, 0, already_stored=True)
     entries = list(payload["events"])
-    events = [_event_of(entry) for entry in entries]
+    as_lines = bool(getattr(sink, "writes_json_lines", False))
+    events = [(_event_text if as_lines else _event_of)(entry) for entry in entries]
     keep = [True] * len(events)
     if dedup is not None and events:
         mask = dedup.claim(
@@ -109,6 +169,16 @@ def store_event_batch(
         ingested_by=source,
         batch_id=batch_id,
     )
+    if as_lines:
+        items = [
+            (text, content_hash, entry)
+            for entry, (text, content_hash), kept in zip(entries, events, keep, strict=True)
+            if kept
+        ]
+        if items:
+            line_sink: Any = sink  # a FileSink, or one wrapping it: it has write_json_lines
+            line_sink.write_json_lines(name, record_lines(builder, items), len(items))
+        return _stored(dedup, source, batch_id, len(items), len(events))
     records = [
         {
             "data": event,
@@ -124,7 +194,13 @@ def store_event_batch(
     ]
     if records:
         sink.write_records(name, records)
+    return _stored(dedup, source, batch_id, len(records), len(events))
+
+
+def _stored(
+    dedup: DedupIndex | None, source: str, batch_id: str, stored: int, events: int
+) -> StoredBatch:
     if dedup is not None:
         # The file is durable now; a re-run finds it, so the batch's claim record can go.
         dedup.forget_owner(dedup_scope(source), batch_id)
-    return StoredBatch(batch_id, len(records), len(events) - len(records))
+    return StoredBatch(batch_id, stored, events - stored)

@@ -120,6 +120,18 @@ class FileSink:
         self._put(relative, lines)
         return WriteResult(self.location(relative), len(records), 0)
 
+    # Callers that encode records themselves (``ingest.http.storage``) look for this.
+    writes_json_lines = True
+
+    def write_json_lines(self, name: str, lines: bytes, count: int) -> WriteResult:
+        """Store ``count`` records already encoded as ``write_records`` encodes them: one
+        ``json.dumps(record, ensure_ascii=False, separators=(",", ":"))`` line each, UTF-8."""
+        relative = _safe_name(name) + ".jsonl"
+        if self._exists(relative):
+            return WriteResult(self.location(relative), 0, count)
+        self._put(relative, lines)
+        return WriteResult(self.location(relative), count, 0)
+
     def write_table(self, name: str, table: pa.Table) -> WriteResult:
         relative = _safe_name(name) + ".parquet"
         if self._exists(relative):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -23,6 +23,13 @@ class TracedSink:
     def write_records(self, name: str, records: Sequence[dict[str, Any]]) -> WriteResult:
         with span(SINK_WRITE_SPAN, **{"ingest.sink.batch": name, "ingest.records": len(records)}):
             return self.inner.write_records(name, records)
+
+    def write_json_lines(self, name: str, lines: bytes, count: int) -> WriteResult:
+        # Only called when the inner sink has it (``writes_json_lines``, found through
+        # __getattr__, says so).
+        with span(SINK_WRITE_SPAN, **{"ingest.sink.batch": name, "ingest.records": count}):
+            inner: Any = self.inner
+            return cast(WriteResult, inner.write_json_lines(name, lines, count))
 
     def write_table(self, name: str, table: pa.Table) -> WriteResult:
         with span(SINK_WRITE_SPAN, **{"ingest.sink.batch": name, "ingest.records": table.num_rows}):
