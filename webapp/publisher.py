@@ -32,7 +32,7 @@ from flask import Flask
 from kombu import Queue
 
 from ingest.config import Settings
-from ingest.http.outbox import Outbox, publish_batch
+from ingest.http.outbox import Outbox, broker_message, publish_batch, published
 from ingest.tracing import batch_span, capture_context
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "publisher_saturated",
     "send_batch",
     "stop_publisher",
+    "writes_broker",
 ]
 
 log = logging.getLogger(__name__)
@@ -315,6 +316,27 @@ def send_batch(celery: Celery, payload: dict[str, Any]) -> None:
     publish_batch(celery, TASK_NAME, QUEUE, payload)
 
 
+def writes_broker(settings: Settings) -> bool:
+    """Whether the outbox's Redis is the broker, so batch messages can be written with it.
+
+    True when the broker URL is the Redis URL (``INGEST_BROKER_URL`` unset or equal): the
+    queue list then lives in the database the outbox client writes. Any other broker, a
+    RabbitMQ or another Redis, gets Celery's own publish after the outbox write (as does
+    a web process reporting to Sentry, see ``_sentry_traces_publishing``).
+    """
+    broker = settings.effective_broker_url
+    return broker == settings.redis_url and broker.split(":", 1)[0] in ("redis", "rediss")
+
+
+def _sentry_traces_publishing() -> bool:
+    """Whether Sentry's Celery integration is on: it adds its trace headers in Celery's
+    publish, so with a Sentry DSN the web publishes through Celery to keep that trace."""
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+
+    return sentry_sdk.get_client().get_integration(CeleryIntegration) is not None
+
+
 def outbox_for(settings: Settings) -> Outbox:
     """The outbox in the main Redis, with this process's own connection pool."""
     client = redis.Redis.from_url(
@@ -328,7 +350,15 @@ def _start_publisher(app: Flask, complete: Complete | None) -> BatchPublisher:
     celery = producer_celery(settings)
     outbox = outbox_for(settings)
 
+    direct = writes_broker(settings)
+
     def send(payload: dict[str, Any]) -> None:
+        if direct and not _sentry_traces_publishing():
+            # The outbox entry and the task message in one transaction (see broker_message).
+            message = broker_message(celery, TASK_NAME, QUEUE, payload)
+            outbox.put(payload, message)
+            published(celery, TASK_NAME, QUEUE, message)
+            return
         # Outbox first: a message lost by the broker's Redis is republished from it later.
         outbox.put(payload)
         try:

@@ -18,14 +18,27 @@ republished batch whose first message was only slow, not lost, stores nothing tw
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
+from celery import signals
+from kombu.utils.json import dumps as kombu_dumps
 
-__all__ = ["DUE_KEY", "ENTRIES_KEY", "Outbox", "batch_summary", "publish_batch"]
+__all__ = [
+    "DUE_KEY",
+    "ENTRIES_KEY",
+    "BrokerMessage",
+    "Outbox",
+    "batch_summary",
+    "broker_message",
+    "publish_batch",
+    "published",
+]
 
 ENTRIES_KEY = "ingest:webhooks:outbox"  # hash: batchId -> payload JSON
 DUE_KEY = "ingest:webhooks:outbox:due"  # sorted set: batchId -> epoch of its last activity
@@ -70,6 +83,77 @@ def publish_batch(celery: Any, task_name: str, queue: str, payload: Mapping[str,
     )
 
 
+class BrokerMessage(NamedTuple):
+    """A task message as kombu's Redis transport stores it: the list it goes to, and its JSON."""
+
+    key: str
+    data: str
+
+
+def broker_message(
+    celery: Any, task_name: str, queue: str, payload: Mapping[str, Any]
+) -> BrokerMessage:
+    """The message :func:`publish_batch` would send, built here to be written in a ``MULTI``.
+
+    Celery builds the task message (protocol 2: headers, properties, body) and fires
+    ``before_task_publish`` / ``after_task_publish`` as its own publish does (trace context
+    and request ids travel in the headers); what is left is kombu's Redis transport envelope
+    for a direct queue at priority 0: the JSON body, base64-encoded, ``LPUSH``-ed onto the
+    list named after the queue. That saves ``send_task``'s ~0.8 ms of CPU and a round trip
+    per batch, and puts the message in the same transaction as its outbox entry.
+    """
+    task_id = str(uuid.uuid4())
+    headers, properties, body, _ = celery.amqp.as_task_v2(
+        task_id,
+        task_name,
+        args=[payload],
+        kwargs={},
+        reply_to=celery.thread_oid,
+        ignore_result=True,
+        argsrepr=batch_summary(payload),
+        kwargsrepr="{}",
+    )
+    signals.before_task_publish.send(
+        sender=task_name,
+        body=body,
+        exchange="",
+        routing_key=queue,
+        declare=[],
+        headers=headers,
+        properties=properties,
+        retry_policy={},
+    )
+    envelope = {
+        "body": base64.b64encode(kombu_dumps(body).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            **properties,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return BrokerMessage(queue, kombu_dumps(envelope))
+
+
+def published(celery: Any, task_name: str, queue: str, message: BrokerMessage) -> None:
+    """Fire ``after_task_publish`` for a message written by :meth:`Outbox.put`."""
+    if signals.after_task_publish.receivers:
+        envelope = json.loads(message.data)
+        body = json.loads(base64.b64decode(envelope["body"]))
+        signals.after_task_publish.send(
+            sender=task_name,
+            body=body,
+            headers=envelope["headers"],
+            exchange="",
+            routing_key=queue,
+        )
+
+
 class Outbox:
     """Accepted webhook batches not yet stored, by batch id, with the time to republish them."""
 
@@ -78,12 +162,19 @@ class Outbox:
         self.redeliver_after = redeliver_after
         self._claim = client.register_script(_CLAIM_DUE)
 
-    def put(self, payload: Mapping[str, Any]) -> None:
-        """Keep ``payload`` (which has a ``batchId``) until :meth:`done`; raises if Redis fails."""
+    def put(self, payload: Mapping[str, Any], message: BrokerMessage | None = None) -> None:
+        """Keep ``payload`` (which has a ``batchId``) until :meth:`done`; raises if Redis fails.
+
+        With ``message`` (when this Redis is the broker), the batch's task message is pushed
+        in the same ``MULTI``: Redis applies the entry and the message together, and no
+        other client sees one without the other.
+        """
         batch_id = str(payload["batchId"])
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(ENTRIES_KEY, batch_id, json.dumps(payload, separators=(",", ":")))
         pipe.zadd(DUE_KEY, {batch_id: time.time()})
+        if message is not None:
+            pipe.lpush(message.key, message.data)
         pipe.execute()
 
     def done(self, batch_id: str) -> None:

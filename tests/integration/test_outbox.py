@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import Any
 
@@ -61,3 +63,36 @@ def test_claims_are_bounded_per_call(redis_client: redis.Redis) -> None:
     rest = outbox.claim_due(limit=3, now=later)
     assert len(first) == 3 and len(rest) == 2
     assert {p["batchId"] for p in first + rest} == {f"b{n}" for n in range(5)}
+
+
+def test_a_batch_message_written_with_its_entry_is_the_one_celery_would_publish(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    from ingest.config import build_settings
+    from ingest.http.outbox import ENTRIES_KEY, broker_message
+    from webapp.publisher import QUEUE, TASK_NAME, producer_celery, send_batch, writes_broker
+
+    settings = build_settings({"redisUrl": redis_url})
+    assert writes_broker(settings)
+    celery = producer_celery(settings)
+    send_batch(celery, payload("by-celery"))
+    outbox = Outbox(redis_client, redeliver_after=60)
+    outbox.put(payload("by-us"), broker_message(celery, TASK_NAME, QUEUE, payload("by-us")))
+
+    assert redis_client.hexists(ENTRIES_KEY, "by-us")
+    ours, celerys = (json.loads(m) for m in redis_client.lrange(QUEUE, 0, -1))
+    # Same envelope, same headers and properties; only ids, the summary and the body differ.
+    assert ours.keys() == celerys.keys()
+    varying = {"id", "root_id", "argsrepr", "correlation_id", "delivery_tag"}
+    # Properties Celery copies from publish options, and the headers Sentry's Celery
+    # integration adds when another test of this session initialised Sentry (with Sentry
+    # on, the web publishes through Celery: see webapp.publisher._sentry_traces_publishing).
+    extra = {"argsrepr", "kwargsrepr", "sentry-trace", "baggage", "headers"}
+    extra |= {"sentry-task-enqueued-time"}
+    for part in ("headers", "properties"):
+        assert ours[part].keys() - extra == celerys[part].keys() - extra
+        same = {k: v for k, v in ours[part].items() if k not in varying}
+        assert same == {k: v for k, v in celerys[part].items() if k in same}
+    assert ours["headers"]["argsrepr"] == "[<webhook batch by-us of acme: 1 events>]"
+    args, kwargs, _ = json.loads(base64.b64decode(ours["body"]))
+    assert args == [payload("by-us")] and kwargs == {}

@@ -96,3 +96,21 @@ def test_without_linger_events_queued_during_a_publish_share_the_next_message() 
             thread.join(10)
         publisher.close()
     assert [len(p["events"]) for p in send.sent] == [1, 5]
+
+
+@pytest.mark.parametrize(
+    ("config", "direct"),
+    [
+        ({"redisUrl": "redis://r:6379/0"}, True),
+        ({"redisUrl": "redis://r:6379/0", "brokerUrl": "redis://r:6379/0"}, True),
+        ({"redisUrl": "redis://r:6379/0", "brokerUrl": "redis://r:6379/1"}, False),
+        ({"redisUrl": "redis://r:6379/0", "brokerUrl": "amqp://guest@rabbit//"}, False),
+    ],
+)
+def test_batch_messages_go_with_the_outbox_only_when_its_redis_is_the_broker(
+    config: dict[str, str], direct: bool
+) -> None:
+    from ingest.config import build_settings
+    from webapp.publisher import writes_broker
+
+    assert writes_broker(build_settings(config)) is direct
