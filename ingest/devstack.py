@@ -96,7 +96,12 @@ class ManagedProcess:
             cwd=self.cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            # A process group of its own, to signal it with its children, but the caller's
+            # session: a new session would also be a new scheduler autogroup (Linux's
+            # sched_autogroup, on by default), and CFS shares CPU equally between autogroups,
+            # not processes, so each part of a stack on one machine (Redis, web, worker, the
+            # load generator) would get the same share whatever it needs.
+            process_group=0,
         )
         return self
 

@@ -393,7 +393,12 @@ def run_k6(
     started = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            args, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            # process_group, not a new session: see ingest.devstack.ManagedProcess.start.
+            args,
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            process_group=0,
         )
         try:
             code = proc.wait(timeout=timeout)
