@@ -22,6 +22,7 @@ __all__ = [
     "ManagedProcess",
     "MotoServer",
     "RedisServer",
+    "cpu_seconds",
     "free_port",
     "port_open",
     "procfile_commands",
@@ -29,6 +30,29 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_seconds(*pids: int, children: bool = False) -> float:
+    """User + system CPU seconds so far of processes ``pids`` (all their threads), from /proc.
+
+    With ``children``, each process's live children count too (gunicorn's or Celery's
+    workers). A process that is gone counts as 0. For the benchmarks in ``loadtests/``.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = list(pids)
+    if children:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                found += [int(kid) for kid in kids]
+    total = 0.0
+    for pid in found:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def free_port() -> int:

@@ -28,6 +28,7 @@ from ingest.devstack import (  # noqa: E402
     ManagedProcess,
     MotoServer,
     RedisServer,
+    cpu_seconds,
     procfile_commands,
     wait_for,
 )
@@ -48,19 +49,6 @@ def peak_rss_mb(pid: int) -> float:
         except OSError:
             continue
     return best
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of ``pids`` (every thread of each), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
 
 
 def busy_cores() -> tuple[float, float]:
@@ -152,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "redis": lambda: [redis_server.pid],
             "s3 server": lambda: [s3.pid],
         }
-        cpu_before = {name: cpu_seconds(pids()) for name, pids in parts.items()}
+        cpu_before = {name: cpu_seconds(*pids()) for name, pids in parts.items()}
         machine_before = busy_cores()
         started = time.monotonic()
         import_id = submit_import(
@@ -171,7 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             time.sleep(0.05)
         elapsed = time.monotonic() - started
-        cpu_after = {name: cpu_seconds(pids()) for name, pids in parts.items()}
+        cpu_after = {name: cpu_seconds(*pids()) for name, pids in parts.items()}
         machine_after = busy_cores()
         rss = max(rss, max(peak_rss_mb(p) for p in worker_pids(worker.pid)))
         megabytes = size / 1e6

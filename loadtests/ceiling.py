@@ -18,7 +18,6 @@ Every process listens on 127.0.0.1 only and is stopped at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -33,24 +32,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-TICKS = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(ROOT))
+
+from ingest.devstack import cpu_seconds  # noqa: E402
 
 __all__ = ["main"]
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and of its live children (gunicorn's workers)."""
-    total = 0.0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for one in pids:
-        try:
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
-    return total
 
 
 def _free_port() -> int:
@@ -87,11 +73,11 @@ def measure(base_url: str, gunicorn_pid: int, env: dict[str, str], work: Path) -
         args += ["-e", f"{key}={value}"]
     args.append(str(ROOT / "loadtests" / "k6" / "ceiling.js"))
     child_env = dict(os.environ, BASE_URL=base_url, SUMMARY_JSON=str(summary))
-    web_before = _cpu_seconds(gunicorn_pid)
+    web_before = cpu_seconds(gunicorn_pid, children=True)
     proc = subprocess.Popen(args, env=child_env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    web_cpu = _cpu_seconds(gunicorn_pid) - web_before
+    web_cpu = cpu_seconds(gunicorn_pid, children=True) - web_before
     k6_cpu = usage.ru_utime + usage.ru_stime
     metrics = json.loads(summary.read_text())
     count = metrics.get("answered_202", {}).get("values", {}).get("count", 0)

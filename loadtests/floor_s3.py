@@ -39,17 +39,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ingest.devstack import MotoServer  # noqa: E402
+from ingest.devstack import MotoServer, cpu_seconds  # noqa: E402
 
 __all__ = ["main"]
 
 RANGE = 32 << 20
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _server_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def _cpu(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -119,12 +113,12 @@ def main(argv: list[str] | None = None) -> int:
                 s3.put_object(
                     Bucket="floor", Key=f"blob{object_mb}", Body=os.urandom(object_mb << 20)
                 )
-                before = _server_cpu(server.pid)
+                before = cpu_seconds(server.pid)
                 for _ in range(5):
                     s3.get_object(Bucket="floor", Key=f"blob{object_mb}", Range="bytes=0-8388607")[
                         "Body"
                     ].read()
-                per_get[object_mb] = (_server_cpu(server.pid) - before) / 5 * 1000
+                per_get[object_mb] = (cpu_seconds(server.pid) - before) / 5 * 1000
                 s3.delete_object(Bucket="floor", Key=f"blob{object_mb}")
             steps: dict[str, list[float]] = {}
             for _ in range(args.repeat):
@@ -141,14 +135,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 size = 0
                 for start, end in _ranges(data):
-                    server_before = _server_cpu(server.pid)
+                    server_before = cpu_seconds(server.pid)
                     cpu, body = _cpu(
                         lambda s=start, e=end: s3.get_object(
                             Bucket="floor", Key="input.csv", Range=f"bytes={s}-{e - 1}"
                         )["Body"].read()
                     )
                     totals["s3 get (client)"] += cpu
-                    totals["s3 get (moto server)"] += _server_cpu(server.pid) - server_before
+                    totals["s3 get (moto server)"] += cpu_seconds(server.pid) - server_before
                     size += len(body)
                     options = pacsv.ConvertOptions(column_types={n: pa.string() for n in names})
                     cpu, table = _cpu(

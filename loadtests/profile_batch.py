@@ -89,12 +89,9 @@ def _requests(count: int, events: int, secret: str, tag: str) -> list[dict[str, 
     """WSGI environs of ``count`` signed NDJSON batches, shaped as k6's webhooks_batch.js."""
     import json
     import random
-    import time
     from datetime import UTC, datetime
 
-    from werkzeug.test import EnvironBuilder
-
-    from ingest.http.signatures import sign_standard_webhook
+    from profile_webhook import signed_environ
 
     environs = []
     for index in range(count):
@@ -113,22 +110,8 @@ def _requests(count: int, events: int, secret: str, tag: str) -> list[dict[str, 
             for i in range(events)
         ]
         body = ("\n".join(lines) + "\n").encode()
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/x-ndjson",
-            "User-Agent": "k6/profile",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign_standard_webhook(secret, msg_id, timestamp, body),
-        }
-        builder = EnvironBuilder(
-            path=f"/v1/webhooks/{SOURCE}/batch",
-            method="POST",
-            base_url="http://127.0.0.1:8000",
-            headers=list(headers.items()),
-            data=body,
-        )
-        environs.append(builder.get_environ())
+        path = f"/v1/webhooks/{SOURCE}/batch"
+        environs.append(signed_environ(secret, path, msg_id, body, "application/x-ndjson"))
     return environs
 
 

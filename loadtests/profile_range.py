@@ -42,18 +42,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ingest.config import load_settings  # noqa: E402
-from ingest.devstack import MotoServer, RedisServer  # noqa: E402
+from ingest.devstack import MotoServer, RedisServer, cpu_seconds  # noqa: E402
 
 __all__ = ["main"]
 
 BUCKET = "profile"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` and its threads, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 class StageRun:
@@ -212,11 +205,11 @@ def _stages(
     for attempt in range(repeat):
         client.flushdb()
         fresh = spec.model_copy(update={"rangeId": f"{spec.rangeId[:30]}-stage{attempt}"})
-        before = {name: process_cpu_seconds(pid) for name, pid in servers.items()}
+        before = {name: cpu_seconds(pid) for name, pid in servers.items()}
         with timer.run() as run:
             summary = processor.process(fresh)
         for name, pid in servers.items():
-            run.add_external(name, process_cpu_seconds(pid) - before[name])
+            run.add_external(name, cpu_seconds(pid) - before[name])
         runs.append(run)
     print(f"summary of the last run: {summary.model_dump()}")
     print(StageTimer.report(runs, size))

@@ -95,12 +95,7 @@ def _requests(count: int, secret: str, tag: str) -> list[dict[str, Any]]:
     """WSGI environs of ``count`` signed unique events, shaped as k6's webhooks_single.js."""
     import json
     import random
-    import time
     from datetime import UTC, datetime
-
-    from werkzeug.test import EnvironBuilder
-
-    from ingest.http.signatures import sign_standard_webhook
 
     environs = []
     for index in range(count):
@@ -113,23 +108,32 @@ def _requests(count: int, secret: str, tag: str) -> list[dict[str, Any]]:
                 "at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             }
         ).encode()
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "k6/profile",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign_standard_webhook(secret, msg_id, timestamp, body),
-        }
-        builder = EnvironBuilder(
-            path=f"/v1/webhooks/{SOURCE}",
-            method="POST",
-            base_url="http://127.0.0.1:8000",
-            headers=headers,
-            data=body,
-        )
-        environs.append(builder.get_environ())
+        environs.append(signed_environ(secret, f"/v1/webhooks/{SOURCE}", msg_id, body))
     return environs
+
+
+def signed_environ(
+    secret: str, path: str, msg_id: str, body: bytes, content_type: str = "application/json"
+) -> dict[str, Any]:
+    """The WSGI environ of a POST of ``body`` to ``path``, signed as Standard Webhooks."""
+    import time
+
+    from werkzeug.test import EnvironBuilder
+
+    from ingest.http.signatures import sign_standard_webhook
+
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": content_type,
+        "User-Agent": "k6/profile",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign_standard_webhook(secret, msg_id, timestamp, body),
+    }
+    builder = EnvironBuilder(
+        path=path, method="POST", base_url="http://127.0.0.1:8000", headers=headers, data=body
+    )
+    return dict(builder.get_environ())
 
 
 def _send_all(
