@@ -84,10 +84,13 @@ def publish_batch(celery: Any, task_name: str, queue: str, payload: Mapping[str,
 
 
 class BrokerMessage(NamedTuple):
-    """A task message as kombu's Redis transport stores it: the list it goes to, and its JSON."""
+    """A task message as kombu's Redis transport stores it: the list it goes to, and its JSON
+    (plus the task body and headers it holds, for ``after_task_publish``)."""
 
     key: str
     data: str
+    body: Any = None
+    headers: Any = None
 
 
 def broker_message(
@@ -137,18 +140,16 @@ def broker_message(
             "delivery_tag": str(uuid.uuid4()),
         },
     }
-    return BrokerMessage(queue, kombu_dumps(envelope))
+    return BrokerMessage(queue, kombu_dumps(envelope), body, headers)
 
 
 def published(celery: Any, task_name: str, queue: str, message: BrokerMessage) -> None:
     """Fire ``after_task_publish`` for a message written by :meth:`Outbox.put`."""
     if signals.after_task_publish.receivers:
-        envelope = json.loads(message.data)
-        body = json.loads(base64.b64decode(envelope["body"]))
         signals.after_task_publish.send(
             sender=task_name,
-            body=body,
-            headers=envelope["headers"],
+            body=message.body,
+            headers=message.headers,
             exchange="",
             routing_key=queue,
         )
