@@ -15,6 +15,7 @@ keys spread over a Redis Cluster's shards.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -171,7 +172,7 @@ class DedupIndex:
         self.ttl = ttl_seconds
         self.namespace = namespace
         self.partitions = partitions
-        self._claim = client.register_script(_CLAIM)
+        self._sha = hashlib.sha1(_CLAIM.encode("utf-8")).hexdigest()  # as Redis names it
 
     def _set_key(self, scope: str, partition: int, epoch: int) -> str:
         return f"{self.namespace}:{{{scope}:{partition}}}:e{epoch}"
@@ -198,33 +199,58 @@ class DedupIndex:
         by_partition = first[np.argsort(parts, kind="stable")]
         counts = np.bincount(parts, minlength=self.partitions)
         bounds = np.concatenate(([0], np.cumsum(counts)))
-        for partition in np.flatnonzero(counts):
-            positions = by_partition[bounds[partition] : bounds[partition + 1]]
-            keep[positions] = self._claim_partition(
-                scope, int(partition), owner, ids[positions], epoch
+        groups = [(int(p), by_partition[bounds[p] : bounds[p + 1]]) for p in np.flatnonzero(counts)]
+        # Two round trips whatever the number of partitions: every owner record, then every
+        # claim call. Each call is still one atomic script on one partition's keys.
+        owner_keys = [self._owner_key(scope, partition, owner) for partition, _ in groups]
+        owned = self._pipeline([("GET", key) for key in owner_keys])
+        calls: list[tuple[Any, ...]] = []
+        chunks: list[np.ndarray] = []
+        for (partition, positions), owner_key, mine in zip(groups, owner_keys, owned, strict=True):
+            if isinstance(mine, Exception):
+                raise mine
+            todo = positions
+            if mine:  # a re-run: what this owner claimed before is its own again
+                mask = np.isin(ids[positions], np.frombuffer(mine, dtype=f"S{IDENTITY_BYTES}"))
+                keep[positions[mask]] = True
+                todo = positions[~mask]
+            keys = (
+                self._set_key(scope, partition, epoch),
+                self._set_key(scope, partition, epoch - 1),
+                owner_key,
             )
-        return keep
-
-    def _claim_partition(
-        self, scope: str, partition: int, owner: str, ids: np.ndarray, epoch: int
-    ) -> np.ndarray:
-        owner_key = self._owner_key(scope, partition, owner)
-        mine = self.client.get(owner_key)
-        keep = np.zeros(len(ids), dtype=bool)
-        if mine:
-            owned = np.frombuffer(mine, dtype=f"S{IDENTITY_BYTES}")
-            keep = np.isin(ids, owned)
-        todo = np.flatnonzero(~keep)
-        keys = [
-            self._set_key(scope, partition, epoch),
-            self._set_key(scope, partition, epoch - 1),
-            owner_key,
-        ]
-        for start in range(0, len(todo), CHUNK):
-            chunk = todo[start : start + CHUNK]
-            bits = self._claim(keys=keys, args=[ids[chunk].tobytes(), self.ttl])
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start : start + CHUNK]
+                calls.append(("EVALSHA", self._sha, 3, *keys, ids[chunk].tobytes(), self.ttl))
+                chunks.append(chunk)
+        for chunk, bits in zip(chunks, self._claims(calls), strict=True):
             keep[chunk] = np.frombuffer(bits, dtype=np.uint8) == ord("1")
         return keep
+
+    def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one round trip; errors come back in place of their reply."""
+        if not commands:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute(raise_on_error=False))
+
+    def _claims(self, calls: list[tuple[Any, ...]]) -> list[bytes]:
+        """Run the claim calls; if Redis lost the script (a restart), load it and run those
+        calls again (a call that found no script did nothing)."""
+        replies = self._pipeline(calls)
+        missing = [
+            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
+        ]
+        if missing:
+            self.client.script_load(_CLAIM)
+            for i, reply in zip(missing, self._pipeline([calls[i] for i in missing]), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def forget_owner(self, scope: str, owner: str) -> None:
         """Drop an owner's claim record once its output is durably stored (saves memory)."""
