@@ -58,33 +58,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _settings(redis_url: str, args: argparse.Namespace, secret: str, sink: str) -> Any:
-    from profile_webhook import UNLIMITED
-
-    from ingest.config import build_settings
-
-    source = {
-        "signature": {"scheme": "standard-webhooks", "secrets": [secret]},
-        "purpose": "load-test",
-        "classification": "internal",
-        "rateLimit": UNLIMITED,
-    }
-    return build_settings(
-        {
-            "redisUrl": redis_url,
-            "sinkUri": sink,
-            "http": {
-                "bufferSize": args.buffer_size,
-                "batchInterval": args.batch_interval,
-                "globalRateLimit": UNLIMITED,
-                "sources": {SOURCE: source},
-                "backpressure": {"highWaterMark": 10_000_000},
-            },
-            "observability": {"logLevel": args.log_level},
-        }
-    )
-
-
 def _requests(count: int, events: int, secret: str, tag: str) -> list[dict[str, Any]]:
     """WSGI environs of ``count`` signed NDJSON batches, shaped as k6's webhooks_batch.js."""
     import json
@@ -230,54 +203,28 @@ def _worker_round(client: Any, settings: Any, args: argparse.Namespace, tag: str
 
 
 def _run(redis_url: str, sink_dir: str, args: argparse.Namespace) -> None:
-    import base64
-    import os
-    import secrets
-
     import redis
-    from profile_webhook import _send_all
-
-    from ingest.metrics import use_multiprocess_values
-    from ingest.metrics_dir import prepare_metrics_dir
+    from profile_webhook import _send_all, web_app
 
     client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    metrics_dir = prepare_metrics_dir(None, f"profile-{os.getpid()}")
-    metrics_dir.activate()
-    use_multiprocess_values()
-    try:
-        from webapp import create_app
-        from webapp.publisher import stop_publisher
-
-        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-        settings = _settings(redis_url, args, secret, f"file://{sink_dir}")
-        app = create_app(settings)
+    with web_app(redis_url, args, f"file://{sink_dir}", SOURCE) as (app, settings, secret):
         web: list[float] = []
         worker: list[float] = []
-        try:
-            if args.warmup:
-                _send_all(
-                    app, _requests(args.warmup, args.events, secret, "warm"), args.concurrency
-                )
-                _worker_round(client, settings, argparse.Namespace(profile=False), "warmup")
-            for round_no in range(1, args.repeat + 1):
-                tag = f"r{round_no}"
-                if args.side in ("web", "both"):
-                    web.append(_web_round(app, client, args, secret, tag))
-                else:  # the worker side needs batches: publish them unmeasured
-                    _send_all(
-                        app, _requests(args.requests, args.events, secret, tag), args.concurrency
-                    )
-                if args.side in ("worker", "both"):
-                    worker.append(_worker_round(client, settings, args, tag))
-        finally:
-            stop_publisher(app)
-        if web:
-            print(f"best web: {min(web):.1f} µs/event (CPU, web process)")
-        if worker:
-            print(f"best worker: {min(worker):.1f} µs/event (CPU, storing in-process)")
-    finally:
-        metrics_dir.cleanup()
+        if args.warmup:
+            _send_all(app, _requests(args.warmup, args.events, secret, "warm"), args.concurrency)
+            _worker_round(client, settings, argparse.Namespace(profile=False), "warmup")
+        for round_no in range(1, args.repeat + 1):
+            tag = f"r{round_no}"
+            if args.side in ("web", "both"):
+                web.append(_web_round(app, client, args, secret, tag))
+            else:  # the worker side needs batches: publish them unmeasured
+                _send_all(app, _requests(args.requests, args.events, secret, tag), args.concurrency)
+            if args.side in ("worker", "both"):
+                worker.append(_worker_round(client, settings, args, tag))
+    if web:
+        print(f"best web: {min(web):.1f} µs/event (CPU, web process)")
+    if worker:
+        print(f"best worker: {min(worker):.1f} µs/event (CPU, storing in-process)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,9 @@ switch (waits on Redis and on the publisher) are unreliable; ``tottime`` stays r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +68,14 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _settings(redis_url: str, args: argparse.Namespace, secret: str) -> Any:
+def settings_for(
+    redis_url: str,
+    args: argparse.Namespace,
+    secret: str,
+    sink: str | None = None,
+    source_name: str = SOURCE,
+) -> Any:
+    """Settings of a web process with one source (``load``), as loadtests/run.py declares it."""
     from ingest.config import build_settings
 
     source = {
@@ -75,20 +84,55 @@ def _settings(redis_url: str, args: argparse.Namespace, secret: str) -> Any:
         "classification": "internal",
         "rateLimit": UNLIMITED,
     }
-    return build_settings(
-        {
-            "redisUrl": redis_url,
-            "http": {
-                "bufferSize": args.buffer_size,
-                "batchInterval": args.batch_interval,
-                "globalRateLimit": UNLIMITED,
-                "sources": {SOURCE: source},
-                # No worker drains the queue here; do not let backpressure refuse the run.
-                "backpressure": {"highWaterMark": 10_000_000},
-            },
-            "observability": {"logLevel": args.log_level},
-        }
-    )
+    config: dict[str, Any] = {
+        "redisUrl": redis_url,
+        "http": {
+            "bufferSize": args.buffer_size,
+            "batchInterval": args.batch_interval,
+            "globalRateLimit": UNLIMITED,
+            "sources": {source_name: source},
+            # No worker drains the queue here; do not let backpressure refuse the run.
+            "backpressure": {"highWaterMark": 10_000_000},
+        },
+        "observability": {"logLevel": args.log_level},
+    }
+    if sink is not None:
+        config["sinkUri"] = sink
+    return build_settings(config)
+
+
+@contextlib.contextmanager
+def web_app(
+    redis_url: str, args: argparse.Namespace, sink: str | None = None, source_name: str = SOURCE
+) -> Iterator[tuple[Any, Any, str]]:
+    """``(app, settings, secret)``: the web app on a flushed Redis, with multiprocess metrics
+    as gunicorn_conf sets them up (every value in an mmap file); stopped on exit."""
+    import base64
+    import os
+    import secrets
+
+    import redis
+
+    from ingest.metrics import use_multiprocess_values
+    from ingest.metrics_dir import prepare_metrics_dir
+
+    redis.Redis.from_url(redis_url).flushdb()
+    metrics_dir = prepare_metrics_dir(None, f"profile-{os.getpid()}")
+    metrics_dir.activate()
+    use_multiprocess_values()
+    try:
+        from webapp import create_app
+        from webapp.publisher import stop_publisher
+
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        settings = settings_for(redis_url, args, secret, sink, source_name)
+        app = create_app(settings)
+        try:
+            yield app, settings, secret
+        finally:
+            stop_publisher(app)
+    finally:
+        metrics_dir.cleanup()
 
 
 def _requests(count: int, secret: str, tag: str) -> list[dict[str, Any]]:
@@ -227,37 +271,15 @@ def _measure(app: Any, client: Any, args: argparse.Namespace, secret: str, round
 
 
 def _run(redis_url: str, args: argparse.Namespace) -> None:
-    import base64
-    import os
-    import secrets
-
     import redis
 
-    from ingest.metrics import use_multiprocess_values
-    from ingest.metrics_dir import prepare_metrics_dir
-
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    client.flushdb()
-    # Multiprocess metrics, as gunicorn_conf sets them up: every value lives in an mmap file.
-    metrics_dir = prepare_metrics_dir(None, f"profile-{os.getpid()}")
-    metrics_dir.activate()
-    use_multiprocess_values()
-    try:
-        from webapp import create_app
-        from webapp.publisher import stop_publisher
-
-        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-        app = create_app(_settings(redis_url, args, secret))
-        try:
-            if args.warmup:
-                warmup = _requests(args.warmup, secret, "warm")
-                _send_all(app, warmup, args.concurrency, args.rate)
-            results = [_measure(app, client, args, secret, n + 1) for n in range(args.repeat)]
-            print(f"best: {min(results):.0f} µs/request (CPU, whole process)")
-        finally:
-            stop_publisher(app)
-    finally:
-        metrics_dir.cleanup()
+    with web_app(redis_url, args) as (app, _, secret):
+        if args.warmup:
+            warmup = _requests(args.warmup, secret, "warm")
+            _send_all(app, warmup, args.concurrency, args.rate)
+        results = [_measure(app, client, args, secret, n + 1) for n in range(args.repeat)]
+        print(f"best: {min(results):.0f} µs/request (CPU, whole process)")
 
 
 def main(argv: list[str] | None = None) -> int:
