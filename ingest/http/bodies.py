@@ -115,7 +115,14 @@ def read_body(read: Callable[[int], bytes], content_length: int | None, limit: i
     parts: list[bytes] = []
     size = 0
     while True:
-        chunk = read(min(_READ_CHUNK, limit + 1 - size))
+        try:
+            chunk = read(min(_READ_CHUNK, limit + 1 - size))
+        except Exception as exc:
+            # The server's own framing errors (gunicorn's InvalidChunkSize, NoMoreData, ...; a
+            # chunked body that is malformed or ends early) are the client's fault: 400, not 5xx.
+            raise MalformedBody(
+                f"the request body could not be read ({type(exc).__name__})"
+            ) from None
         if not chunk:
             return b"".join(parts)
         parts.append(chunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -205,3 +206,38 @@ def test_accepted_batches_lost_by_the_broker_are_republished_from_the_outbox(
     # Stored batches leave the outbox: nothing more will be republished.
     wait_for(lambda: redis_client.hlen("ingest:webhooks:outbox") == 0, 30, 0.2, "empty outbox")
     assert verify_records(records_at(str(sink_dir))).ok
+
+
+def raw_exchange(base: str, request: bytes, shut_write: bool = False) -> tuple[int, bytes]:
+    """Send ``request`` bytes as they are; the status and body of the answer (read to EOF)."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        if shut_write:  # the client goes away mid-body
+            conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_chunked_bodies_through_gunicorn(env: dict[str, str], procs: ProcessGroup) -> None:
+    """A well-formed chunked body is accepted; a malformed or truncated one is a 400 that says
+    so (gunicorn's framing errors used to surface as a 503 asking for a retry)."""
+    _, base = procs.start_web(env, workers=1)
+    body, headers = signed({"n": 1, "tag": "chunked"}, "chunked-1")
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    start = (
+        "POST /v1/webhooks/acme HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+        f"Transfer-Encoding: chunked\r\n{head}\r\n"
+    ).encode()
+    good = start + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    assert raw_exchange(base, good)[0] == 202
+
+    status, answer = raw_exchange(base, start + b"zz\r\n" + body + b"\r\n0\r\n\r\n")
+    assert status == 400 and "could not be read" in json.loads(answer)["error"]
+
+    cut_short = start + b"%x\r\n" % (len(body) + 50) + body
+    status, answer = raw_exchange(base, cut_short, shut_write=True)
+    assert status == 400 and "could not be read" in json.loads(answer)["error"]
