@@ -11,6 +11,7 @@ k6 and gunicorn spent per request, read from ``/proc``. Examples::
     .venv/bin/python loadtests/ceiling.py                         # closed loop + 1k/2k/3k/s
     .venv/bin/python loadtests/ceiling.py --rates 3000 --duration 30s --workers 2
     .venv/bin/python loadtests/ceiling.py --vus 32 --rates ""     # perf-facts.md's setup only
+    .venv/bin/python loadtests/ceiling.py --worker-class gevent_pywsgi --app flask
 
 Every process listens on 127.0.0.1 only and is stopped at the end.
 """
@@ -105,6 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         default=2 * (os.cpu_count() or 1),
         help="gunicorn workers (the web process's default: 2 per core)",
     )
+    parser.add_argument(
+        "--worker-class",
+        default="gevent",
+        help="gunicorn worker class: gevent (gunicorn's parser) or gevent_pywsgi (gevent's)",
+    )
+    parser.add_argument(
+        "--app",
+        choices=("wsgi", "flask"),
+        default="wsgi",
+        help="bare WSGI, or a Flask route (what Flask adds before any handler code)",
+    )
     parser.add_argument("--vus", type=int, default=32, help="closed-loop VUs (0: skip)")
     parser.add_argument("--rates", default="1000,2000,3000", help="open-loop rates per second")
     parser.add_argument("--duration", default="10s", help="seconds of each run, e.g. 10s")
@@ -121,14 +133,14 @@ def main(argv: list[str] | None = None) -> int:
             # about a third slower here).
             str(Path(sys.executable).parent / "gunicorn"),
             "-k",
-            "gevent",
+            args.worker_class,
             "-w",
             str(args.workers),
             "--worker-connections",
             "1000",
             "-b",
             f"127.0.0.1:{port}",
-            "noop_app:app",
+            "noop_app:app" if args.app == "wsgi" else "noop_app:flask_app",
         ],
         cwd=ROOT / "loadtests",
         stdout=subprocess.DEVNULL,
@@ -157,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             os.killpg(gunicorn.pid, signal.SIGKILL)
             gunicorn.wait()
-    print(f"\n{os.cpu_count()} cores, gunicorn -k gevent -w {args.workers}, no application code")
+    print(
+        f"\n{os.cpu_count()} cores, gunicorn -k {args.worker_class} -w {args.workers},"
+        f" {'a bare WSGI app' if args.app == 'wsgi' else 'a Flask route'}, no IntelGraph code"
+    )
     print("| load | 202/s | failed | p95 ms | k6 µs/req | gunicorn µs/req | cores used |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import re
+import resource
 import secrets
 import shlex
 import shutil
@@ -51,6 +52,7 @@ from ingest.devstack import (  # noqa: E402
     ManagedProcess,
     MotoServer,
     RedisServer,
+    cpu_seconds,
     free_port,
     procfile_commands,
     wait_for,
@@ -598,7 +600,7 @@ def derived_rows(result: dict[str, Any], stack: Stack, command: str) -> list[dic
                 "command": command,
             }
         )
-    if name in ("webhooks_prestorage", "webhooks_single") and source:
+    if name in ("webhooks_prestorage", "webhooks_single", "webhooks_batch") and source:
         latency = result["preStorage"] = pre_storage(stack.sink, source)
         p95 = latency.get("p95Ms")
         bars = [("seed", PRE_STORAGE_SEED_MS)]
@@ -671,13 +673,45 @@ def _run_on(
         if name == "s3_import" and csv_path is not None:
             size = upload(stack, csv_path, "data/")
             print(f"[s3_import] uploaded {size / 1e6:,.0f} MB ({opts.rows:,} rows)", flush=True)
-        before = redis_usage(stack.redis_url)
+        before, cpu_before = redis_usage(stack.redis_url), process_cpu(stack)
         result = run_k6(name, script, env, opts.out, bound)
         rows += threshold_rows(result)
         rows += derived_rows(result, stack, result["command"])  # waits for the sink
         result["redis"] = redis_cost(before, redis_usage(stack.redis_url), result, size)
+        result["cpu"] = cpu_cost(cpu_before, process_cpu(stack), result, size)
         results.append(result)
     return results, rows
+
+
+def process_cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds so far of each of the stack's processes, with their workers, and of k6.
+
+    k6 is this runner's only child that ends while the stack runs, so the CPU of finished
+    children is k6's (the stack's processes are counted from /proc while they live).
+    """
+    usage = {p.name: cpu_seconds(p.pid, children=True) for p in stack.processes}
+    finished = resource.getrusage(resource.RUSAGE_CHILDREN)
+    usage["k6"] = finished.ru_utime + finished.ru_stime
+    return usage
+
+
+def cpu_cost(
+    before: dict[str, float], after: dict[str, float], result: dict[str, Any], size: int
+) -> dict[str, Any]:
+    """Where a scenario's CPU went, by process: seconds, and µs per stored event or ms per MB.
+
+    A web pod's capacity is about ``cores / web µs per event``; the same holds for workers
+    (see the capacity model in docs/performance.md). The load generator's share is what a
+    separate load machine would take off this one.
+    """
+    seconds = {name: round(after[name] - before.get(name, 0.0), 3) for name in after}
+    cost: dict[str, Any] = {"seconds": seconds}
+    events = result.get("stored") or result.get("extra", {}).get("eventsAccepted")
+    if events:
+        cost["microsPerEvent"] = {n: round(s / float(events) * 1e6, 1) for n, s in seconds.items()}
+    if size:
+        cost["msPerMB"] = {n: round(s / (size / 1e6) * 1e3, 2) for n, s in seconds.items()}
+    return cost
 
 
 def redis_usage(url: str) -> dict[str, Any]:
@@ -765,9 +799,32 @@ def markdown(report: dict[str, Any]) -> str:
                     f"| {s['target']} | {s['achieved']:.0f} | {s['errorRate']:.3%} | {p95} "
                     f"| {'yes' if s['sustained'] else 'no'} |"
                 )
+    lines += cpu_markdown(report["results"])
     lines += redis_markdown(report["results"])
     lines += ["", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
+
+
+def cpu_markdown(results: Sequence[dict[str, Any]]) -> list[str]:
+    """CPU by process for each scenario, per stored event or per MB of input."""
+    lines = ["", "## CPU by process per scenario", ""]
+    lines += [
+        "| scenario | process | CPU s | per event | per MB |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for result in results:
+        cost = result.get("cpu")
+        if not cost:
+            continue
+        for name, seconds in cost["seconds"].items():
+            per_event = cost.get("microsPerEvent", {}).get(name)
+            per_mb = cost.get("msPerMB", {}).get(name)
+            lines.append(
+                f"| {result['scenario']} | {name} | {seconds:.2f} "
+                f"| {'' if per_event is None else f'{per_event:.0f} µs'} "
+                f"| {'' if per_mb is None else f'{per_mb:.1f} ms'} |"
+            )
+    return lines
 
 
 def redis_markdown(results: Sequence[dict[str, Any]]) -> list[str]:
