@@ -91,12 +91,15 @@ class StackConfig:
     buffer_size: int = 200
     batch_interval: int = 10
     sink: str = "file"
+    # CPUs of the web alone (taskset list, e.g. "1"); everything else gets the others. "" = none.
+    web_cpus: str = ""
 
     def label(self) -> str:
         return (
             f"web={self.web_workers} worker-c={self.worker_concurrency} "
             f"range={self.range_size >> 20}MiB buffer={self.buffer_size} "
             f"interval={self.batch_interval}ms sink={_sink_kind(self.sink)}"
+            + (f" web-cpus={self.web_cpus} (the rest on the others)" if self.web_cpus else "")
         )
 
 
@@ -243,6 +246,16 @@ def local_stack(work: Path, config: StackConfig) -> Iterator[Stack]:
     """Start Redis, S3, web and worker; stop all of them, whatever happens, on exit."""
     work.mkdir(parents=True, exist_ok=True)
     started: list[ManagedProcess] = []
+    affinity = os.sched_getaffinity(0)
+    web_prefix = ""
+    if config.web_cpus:
+        # The web as a pod of its own: its CPUs serve nothing else. This process, and so every
+        # child it starts from here (Redis, S3, worker, k6), keeps to the other CPUs.
+        web_set = _cpu_list(config.web_cpus)
+        if not web_set < affinity:
+            raise SystemExit(f"--web-cpus {config.web_cpus} must leave CPUs of {affinity}")
+        os.sched_setaffinity(0, affinity - web_set)
+        web_prefix = f"taskset -c {config.web_cpus} "
     try:
         redis_server = RedisServer(work / "redis").start()
         started.append(redis_server)
@@ -281,7 +294,7 @@ def local_stack(work: Path, config: StackConfig) -> Iterator[Stack]:
         # A command-line --bind overrides gunicorn_conf's 0.0.0.0: loopback only.
         web = ManagedProcess(
             "web",
-            ["bash", "-c", f"exec {commands['web']} --bind 127.0.0.1:{port}"],
+            ["bash", "-c", f"exec {web_prefix}{commands['web']} --bind 127.0.0.1:{port}"],
             env=env,
             log_path=work / "web.log",
             cwd=ROOT,
@@ -315,6 +328,16 @@ def local_stack(work: Path, config: StackConfig) -> Iterator[Stack]:
     finally:
         for proc in reversed(started):
             proc.stop(timeout=20)
+        os.sched_setaffinity(0, affinity)
+
+
+def _cpu_list(text: str) -> set[int]:
+    """CPUs of a taskset-style list: ``1``, ``0,2``, ``2-3``."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
 
 
 # -- the CSV ----------------------------------------------------------------------------------
@@ -928,6 +951,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ramp-hold", default="10s")
     parser.add_argument("--import-timeout", type=float, default=600.0)
     parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument(
+        "--web-cpus",
+        default="",
+        help="run the web alone on these CPUs (taskset list, e.g. 1) and the rest of the stack "
+        "and k6 on the others: what one web pod of that size serves",
+    )
     parser.add_argument("--worker-concurrency", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--range-size", type=int, default=32 << 20, help="bytes per range task")
     parser.add_argument("--buffer-size", type=int, default=200, help="http.bufferSize (events)")
@@ -996,6 +1025,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.buffer_size,
         args.batch_interval,
         args.sink,
+        args.web_cpus,
     )
     names = [n for n in SCENARIOS if n in args.only.split(",")]
     part = run_scenarios(names, config, opts, "stack")
