@@ -721,7 +721,8 @@ def process_cpu(stack: Stack) -> dict[str, float]:
 def cpu_cost(
     before: dict[str, float], after: dict[str, float], result: dict[str, Any], size: int
 ) -> dict[str, Any]:
-    """Where a scenario's CPU went, by process: seconds, and µs per stored event or ms per MB.
+    """Where a scenario's CPU went, by process: seconds, and µs per k6 request, per stored
+    event, or ms per MB.
 
     A web pod's capacity is about ``cores / web µs per event``; the same holds for workers
     (see the capacity model in docs/performance.md). The load generator's share is what a
@@ -729,6 +730,11 @@ def cpu_cost(
     """
     seconds = {name: round(after[name] - before.get(name, 0.0), 3) for name in after}
     cost: dict[str, Any] = {"seconds": seconds}
+    requests = result.get("metrics", {}).get("http_reqs", {}).get("values", {}).get("count")
+    if requests:
+        cost["microsPerRequest"] = {
+            n: round(s / float(requests) * 1e6, 1) for n, s in seconds.items()
+        }
     events = result.get("stored") or result.get("extra", {}).get("eventsAccepted")
     if events:
         cost["microsPerEvent"] = {n: round(s / float(events) * 1e6, 1) for n, s in seconds.items()}
@@ -829,21 +835,23 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def cpu_markdown(results: Sequence[dict[str, Any]]) -> list[str]:
-    """CPU by process for each scenario, per stored event or per MB of input."""
+    """CPU by process for each scenario, per k6 request, per stored event or per MB of input."""
     lines = ["", "## CPU by process per scenario", ""]
     lines += [
-        "| scenario | process | CPU s | per event | per MB |",
-        "| --- | --- | --- | --- | --- |",
+        "| scenario | process | CPU s | per request | per stored event | per MB |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for result in results:
         cost = result.get("cpu")
         if not cost:
             continue
         for name, seconds in cost["seconds"].items():
+            per_request = cost.get("microsPerRequest", {}).get(name)
             per_event = cost.get("microsPerEvent", {}).get(name)
             per_mb = cost.get("msPerMB", {}).get(name)
             lines.append(
                 f"| {result['scenario']} | {name} | {seconds:.2f} "
+                f"| {'' if per_request is None else f'{per_request:.0f} µs'} "
                 f"| {'' if per_event is None else f'{per_event:.0f} µs'} "
                 f"| {'' if per_mb is None else f'{per_mb:.1f} ms'} |"
             )

@@ -5,11 +5,13 @@ from __future__ import annotations
 from loadtests import run
 
 
-def test_cpu_cost_is_per_stored_event_and_per_megabyte() -> None:
+def test_cpu_cost_is_per_request_per_stored_event_and_per_megabyte() -> None:
     before = {"web": 10.0, "worker": 2.0, "k6": 0.5}
     after = {"web": 12.0, "worker": 2.5, "k6": 1.5}
-    cost = run.cpu_cost(before, after, {"stored": 1000}, 4_000_000)
+    k6 = {"metrics": {"http_reqs": {"values": {"count": 100}}}, "stored": 1000}
+    cost = run.cpu_cost(before, after, k6, 4_000_000)
     assert cost["seconds"] == {"web": 2.0, "worker": 0.5, "k6": 1.0}
+    assert cost["microsPerRequest"] == {"web": 20000.0, "worker": 5000.0, "k6": 10000.0}
     assert cost["microsPerEvent"] == {"web": 2000.0, "worker": 500.0, "k6": 1000.0}
     assert cost["msPerMB"] == {"web": 500.0, "worker": 125.0, "k6": 250.0}
 
@@ -26,6 +28,6 @@ def test_cpu_table_lists_every_process_of_every_scenario() -> None:
         {"scenario": "webhooks_burst"},  # no CPU figures: no row
     ]
     table = "\n".join(run.cpu_markdown(results))
-    assert "| webhooks_batch | web | 1.00 | 100000 µs |  |" in table
-    assert "| s3_import | worker | 5.00 |  | 500.0 ms |" in table
+    assert "| webhooks_batch | web | 1.00 |  | 100000 µs |  |" in table
+    assert "| s3_import | worker | 5.00 |  |  | 500.0 ms |" in table
     assert "webhooks_burst" not in table
