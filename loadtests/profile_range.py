@@ -258,7 +258,16 @@ def main(argv: list[str] | None = None) -> int:
         request = ImportRequest.model_validate(
             {"uri": f"s3://{BUCKET}/data/", "schema": args.schema, "purpose": "profile"}
         )
+        wall, cpu, moto_cpu = time.perf_counter(), time.process_time(), cpu_seconds(s3.pid)
         plan = plan_import(settings, rt.s3, rt.schemas, request, "profile-1", "profile")
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        moto_cpu = cpu_seconds(s3.pid) - moto_cpu
+        total_mb = csv_path.stat().st_size / 1e6
+        # The scan task's pre-pass reads every object once, serially: one import's ceiling.
+        print(
+            f"planning: {total_mb:.1f} MB in {wall:.2f} s = {total_mb / wall:.0f} MB/s "
+            f"(CPU {cpu / total_mb * 1e3:.1f} ms/MB here, {moto_cpu / total_mb * 1e3:.1f} moto)"
+        )
         spec = plan.ranges[0]
         size = spec.end - spec.start
         print(
