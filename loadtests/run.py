@@ -889,10 +889,11 @@ def study_markdown(study: list[dict[str, Any]], started: str) -> str:
     lines = [
         f"# Scaling study {started}",
         "",
-        "Short runs: compare rows with each other, not with the targets.",
+        "Short runs: compare rows with each other, not with the targets. CPU is per stored",
+        "event (webhooks) or per MB (imports): web / worker / Redis.",
         "",
-        "| stack | scenario | figure | accept p95 ms | errors |",
-        "| --- | --- | --- | --- | --- |",
+        "| stack | scenario | figure | accept p95 ms | pre-storage p95 ms | errors | CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for point in study:
         for result in point["results"]:
@@ -907,10 +908,25 @@ def study_markdown(study: list[dict[str, Any]], started: str) -> str:
                 p95 = f"{trend['p(95)']:.1f}" if "p(95)" in trend else "n/a"
                 failed = metrics.get("http_req_failed", {}).get("values", {}).get("rate")
                 errors = "n/a" if failed is None else f"{failed:.3%}"
+            stored = result.get("preStorage", {}).get("p95Ms")
             lines.append(
-                f"| {point['stack']} | {result['scenario']} | {figure} | {p95} | {errors} |"
+                f"| {point['stack']} | {result['scenario']} | {figure} | {p95} "
+                f"| {'' if stored is None else stored} | {errors} | {_study_cpu(result)} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _study_cpu(result: dict[str, Any]) -> str:
+    """``web / worker / Redis`` CPU per stored event (µs) or per MB (ms), from cpu_cost."""
+    cost = result.get("cpu") or {}
+    per, unit = (
+        (cost.get("msPerMB"), "ms/MB")
+        if "msPerMB" in cost
+        else (cost.get("microsPerEvent"), "µs/event")
+    )
+    if not per:
+        return ""
+    return " / ".join(f"{per.get(n, 0):.0f}" for n in ("web", "worker", "redis")) + f" {unit}"
 
 
 def _machine() -> str:

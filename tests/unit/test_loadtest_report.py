@@ -31,3 +31,24 @@ def test_cpu_table_lists_every_process_of_every_scenario() -> None:
     assert "| webhooks_batch | web | 1.00 |  | 100000 µs |  |" in table
     assert "| s3_import | worker | 5.00 |  |  | 500.0 ms |" in table
     assert "webhooks_burst" not in table
+
+
+def test_study_rows_carry_pre_storage_and_cpu() -> None:
+    imported = {
+        "scenario": "s3_import",
+        "extra": {"mbps": 20.5, "succeeded": True},
+        "cpu": run.cpu_cost({}, {"web": 0.1, "worker": 8.0, "redis": 3.0}, {}, 250_000_000),
+    }
+    batch = {
+        "scenario": "webhooks_batch",
+        "extra": {"eventsPerSecond": 3000},
+        "metrics": {"http_req_failed": {"values": {"rate": 0.0}}},
+        "preStorage": {"p95Ms": 48.0},
+        "cpu": run.cpu_cost({}, {"web": 1.0, "worker": 1.0, "redis": 0.5}, {"stored": 10000}, 0),
+    }
+    table = run.study_markdown([{"stack": "c=1", "results": [imported, batch]}], "T")
+    assert "| c=1 | s3_import | 20.5 MB/s |  |  | ok | 0 / 32 / 12 ms/MB |" in table
+    assert (
+        "| c=1 | webhooks_batch | 3,000 events/s | n/a | 48.0 | 0.000% | 100 / 100 / 50 µs/event |"
+        in table
+    )
