@@ -185,6 +185,13 @@ class HttpConfig(Section):
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest body, decompressed.")
     max_batch_events: int = Field(1000, ge=1, description="Largest batch request, in events.")
     max_json_depth: int = Field(32, ge=2, description="Deepest JSON nesting accepted.")
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a webhook request's body may take to arrive; a slower one is "
+        "answered 408 and its connection closed, so stalled clients cannot hold the server.",
+    )
     backpressure: BackpressureConfig = Field(default_factory=BackpressureConfig)
     redeliver_after: int = Field(
         300,

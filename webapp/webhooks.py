@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar, cast
 
+import gevent
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
@@ -25,6 +26,7 @@ from ingest.config import ConfigError, HttpConfig, Settings
 from ingest.http.backpressure import QueueDepthGauge
 from ingest.http.bodies import (
     BodyError,
+    BodyTimedOut,
     MediaKind,
     ParsedEvent,
     check_content_encoding,
@@ -175,12 +177,19 @@ def _source(services: _Services, name: str) -> WebhookSource:
 
 def _read_request(services: _Services, allow_ndjson: bool) -> tuple[bytes, MediaKind]:
     """The decoded body and its media kind, or the 415/413/400 that refuses it."""
-    limit = services.http.max_body_bytes
+    limit, seconds = services.http.max_body_bytes, services.http.body_timeout
     try:
         gzipped = check_content_encoding(request.headers.get("Content-Encoding"))
         kind = check_media_type(request.headers.get("Content-Type"), allow_ndjson)
-        raw = read_body(request.stream.read, request.content_length, limit)
+        # gunicorn's gevent worker has no deadline for a body: without this a client that
+        # sends headers and then stalls would hold its connection and greenlet for good.
+        late = BodyTimedOut(f"the request body did not arrive within {seconds:g} s")
+        with gevent.Timeout(seconds, late):
+            raw = read_body(request.stream.read, request.content_length, limit)
         return decode_body(raw, gzipped, limit), kind
+    except BodyTimedOut as exc:
+        # The rest of the body may still come: close rather than read it as the next request.
+        raise ApiError(exc.status, exc.message, {"Connection": "close"}) from None
     except BodyError as exc:
         raise ApiError(exc.status, exc.message) from None
 

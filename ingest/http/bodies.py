@@ -18,6 +18,7 @@ from ingest.hashing import canonical_json, sha256_hex
 
 __all__ = [
     "BodyError",
+    "BodyTimedOut",
     "BodyTooLarge",
     "MalformedBody",
     "MediaKind",
@@ -58,6 +59,12 @@ class BodyTooLarge(BodyError):
 
 class MalformedBody(BodyError):
     status = 400
+
+
+class BodyTimedOut(BodyError):
+    """The body did not arrive in time (``http.bodyTimeout``): 408, and the connection closes."""
+
+    status = 408
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,8 @@ def read_body(read: Callable[[int], bytes], content_length: int | None, limit: i
     while True:
         try:
             chunk = read(min(_READ_CHUNK, limit + 1 - size))
+        except BodyError:  # a caller's deadline (BodyTimedOut) raised inside the read
+            raise
         except Exception as exc:
             # The server's own framing errors (gunicorn's InvalidChunkSize, NoMoreData, ...; a
             # chunked body that is malformed or ends early) are the client's fault: 400, not 5xx.

@@ -241,3 +241,20 @@ def test_chunked_bodies_through_gunicorn(env: dict[str, str], procs: ProcessGrou
     cut_short = start + b"%x\r\n" % (len(body) + 50) + body
     status, answer = raw_exchange(base, cut_short, shut_write=True)
     assert status == 400 and "could not be read" in json.loads(answer)["error"]
+
+
+def test_a_stalled_body_is_408_and_its_connection_closed(
+    env: dict[str, str], procs: ProcessGroup
+) -> None:
+    """A client that sends its headers and part of its body, then stalls, is answered 408
+    once http.bodyTimeout has passed, and the server closes the connection (it used to wait
+    for the rest for ever, holding the connection)."""
+    _, base = procs.start_web(dict(env, INGEST_HTTP__BODY_TIMEOUT="1"), workers=1)
+    body, headers = signed({"n": 1, "tag": "stalled"}, "stalled-1")
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = (
+        f"POST /v1/webhooks/acme HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n{head}\r\n"
+    ).encode() + body[:5]
+    status, answer = raw_exchange(base, request)  # returns only once the server closes
+    assert status == 408
+    assert json.loads(answer)["error"] == "the request body did not arrive within 1 s"
