@@ -176,7 +176,7 @@ def _source(services: _Services, name: str) -> WebhookSource:
 
 
 def _read_request(services: _Services, allow_ndjson: bool) -> tuple[bytes, MediaKind]:
-    """The decoded body and its media kind, or the 415/413/400 that refuses it."""
+    """The decoded body and its media kind, or the 415/413/408/400 that refuses it."""
     limit, seconds = services.http.max_body_bytes, services.http.body_timeout
     try:
         gzipped = check_content_encoding(request.headers.get("Content-Encoding"))
