@@ -24,6 +24,7 @@ __all__ = [
     "RedisServer",
     "cpu_seconds",
     "free_port",
+    "local_s3_client",
     "port_open",
     "procfile_commands",
     "wait_for",
@@ -234,6 +235,19 @@ class MotoServer(ManagedProcess):
         super().start()
         wait_for(lambda: port_open(self.port), 30, message=f"moto S3 server on port {self.port}")
         return self
+
+
+def local_s3_client(endpoint_url: str) -> Any:
+    """A boto3 S3 client for a local S3 server (moto) with its test credentials."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def procfile_commands(path: Path | None = None) -> dict[str, str]:

@@ -29,6 +29,7 @@ from ingest.devstack import (  # noqa: E402
     MotoServer,
     RedisServer,
     cpu_seconds,
+    local_s3_client,
     procfile_commands,
     wait_for,
 )
@@ -117,15 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         probe = Celery(broker=redis_server.url, backend=redis_server.url)
         wait_for(lambda: probe.control.ping(timeout=0.5), 60, 0.2, "worker")
-        import boto3
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=s3.url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        client = local_s3_client(s3.url)
         client.create_bucket(Bucket="bench")
         client.upload_file(str(csv_path), "bench", "data/input.csv")
         from ingest.runtime import Runtime

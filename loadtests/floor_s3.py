@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ingest.devstack import MotoServer, cpu_seconds  # noqa: E402
+from ingest.devstack import MotoServer, cpu_seconds, local_s3_client  # noqa: E402
 
 __all__ = ["main"]
 
@@ -70,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="passes over the file (median)")
     args = parser.parse_args(argv)
 
-    import boto3
     import numpy as np
     import pyarrow as pa
     from pyarrow import csv as pacsv
@@ -97,13 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         names = header.decode().strip().split(",")
         server = MotoServer(log_path=Path(tmp) / "s3.log").start()
         try:
-            s3 = boto3.client(
-                "s3",
-                endpoint_url=server.url,
-                region_name="us-east-1",
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-            )
+            s3 = local_s3_client(server.url)
             s3.create_bucket(Bucket="floor")
             s3.upload_file(str(path), "floor", "input.csv")
             # moto keeps an object in one buffer and copies all of it to answer any GET, so

@@ -54,6 +54,7 @@ from ingest.devstack import (  # noqa: E402
     RedisServer,
     cpu_seconds,
     free_port,
+    local_s3_client,
     procfile_commands,
     wait_for,
 )
@@ -360,15 +361,7 @@ def csv_file(rows: int) -> Path:
 
 
 def upload(stack: Stack, path: Path, prefix: str) -> int:
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=stack.s3_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = local_s3_client(stack.s3_url)
     if BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
         client.create_bucket(Bucket=BUCKET)
     client.upload_file(str(path), BUCKET, f"{prefix}{path.name}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import ProcessGroup
-from tests.services import MotoServer, RedisServer
+from tests.services import MotoServer, RedisServer, local_s3_client
 
 pytest_plugins = ["tests.pg_fixtures"]
 
@@ -59,15 +59,7 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture()
 def s3_client(s3_endpoint: str) -> object:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return local_s3_client(s3_endpoint)
 
 
 @pytest.fixture()
