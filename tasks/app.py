@@ -71,11 +71,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
             "ingest.control.*": {"queue": QUEUE_CONTROL},
             "ingest.dlq.*": {"queue": QUEUE_DLQ},
         },
-        # Task events cost a worker a fifth of its CPU on webhook batches (three PUBLISHes a
-        # task: received, started, succeeded) and Redis the fan-out. Flower switches them on
-        # in every worker it sees (its enable_events, every 5 s), so they cost only while
-        # something watches; `celery control enable_events` does the same by hand.
-        "worker_send_task_events": False,
+        # Let Flower and `celery events` see what runs.
+        "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_track_started": True,
         # Results of webhook and range tasks are small summaries; nothing large is kept.
