@@ -155,7 +155,10 @@ class IdempotencyConfig(Section):
 
 class BackpressureConfig(Section):
     high_water_mark: int = Field(
-        5000, ge=1, description="Webhook batch tasks waiting in the broker before 503."
+        200_000,
+        ge=1,
+        description="Accepted events of one source waiting to be stored (its stream) before "
+        "new ones are answered 503.",
     )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After sent with a 503.")
 
@@ -165,13 +168,13 @@ class HttpConfig(Section):
         3001, ge=1, le=65535, description="Seed key; the web process binds $PORT (see `port`)."
     )
     buffer_size: int = Field(
-        200, ge=1, le=10_000, description="Most events per published batch (one task message)."
+        200, ge=1, le=10_000, description="Most events a drain stores as one batch (one sink file)."
     )
     batch_interval: int = Field(
         10,
         ge=0,
-        description="Milliseconds a partial batch waits for more events; a request waits with "
-        "it. 0: no wait, publish as soon as the previous publish is done (group commit).",
+        description="Seed key, kept for its configs: no request waits for a batch any more (an "
+        "event is durable when answered, and drains store whatever has arrived).",
     )
     idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
     rate_limit: RateLimitConfig = Field(
@@ -194,10 +197,10 @@ class HttpConfig(Section):
     )
     backpressure: BackpressureConfig = Field(default_factory=BackpressureConfig)
     redeliver_after: int = Field(
-        300,
+        60,
         ge=1,
-        description="Seconds after which a worker republishes an accepted batch not yet stored "
-        "(the outbox); longer than a batch may wait in a full queue.",
+        description="Seconds after which an accepted event read by a drain and not stored (the "
+        "drain died, or storing failed) is read again by another drain.",
     )
     admin_rate_limit: str = Field("60/minute", description="flask-limiter limit per client IP.")
 

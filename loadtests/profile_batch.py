@@ -180,10 +180,10 @@ def _web_round(app: Any, client: Any, args: argparse.Namespace, secret: str, tag
 
 def _worker_round(client: Any, settings: Any, args: argparse.Namespace, tag: str) -> float:
     """Store every batch in the outbox, as the worker's task would; returns µs/event."""
+    from ingest.http.outbox import ENTRIES_KEY, Outbox
     from kombu.utils.json import loads
 
     from ingest.dedup import DedupIndex
-    from ingest.http.outbox import ENTRIES_KEY, Outbox
     from ingest.http.storage import store_event_batch
     from ingest.sinks import open_sink
     from ingest.sinks.traced import traced_sink

@@ -121,8 +121,9 @@ def web_app(
     metrics_dir.activate()
     use_multiprocess_values()
     try:
-        from webapp import create_app
         from webapp.publisher import stop_publisher
+
+        from webapp import create_app
 
         secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         settings = settings_for(redis_url, args, secret, sink, source_name)
