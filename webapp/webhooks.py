@@ -33,7 +33,6 @@ from ingest.http.bodies import (
     check_media_type,
     decode_body,
     parse_batch,
-    parse_event,
     read_body,
 )
 from ingest.http.idempotency import (
@@ -49,6 +48,15 @@ from ingest.http.intake import (
     epoch_to_iso,
     observed_at,
     webhook_sources,
+)
+from ingest.http.providers import (
+    decode_event,
+    event_observed_at,
+    media_kind,
+    provider_key,
+    request_target,
+    slack_challenge,
+    verify_request,
 )
 from ingest.http.signatures import SignatureError, verify_signature
 from ingest.metrics import Reason
@@ -175,12 +183,19 @@ def _source(services: _Services, name: str) -> WebhookSource:
     return found
 
 
-def _read_request(services: _Services, allow_ndjson: bool) -> tuple[bytes, MediaKind]:
+def _read_request(
+    services: _Services, allow_ndjson: bool, src: WebhookSource | None = None
+) -> tuple[bytes, MediaKind]:
     """The decoded body and its media kind, or the 415/413/408/400 that refuses it."""
     limit, seconds = services.http.max_body_bytes, services.http.body_timeout
     try:
         gzipped = check_content_encoding(request.headers.get("Content-Encoding"))
-        kind = check_media_type(request.headers.get("Content-Type"), allow_ndjson)
+        ctype = request.headers.get("Content-Type")
+        # issue 20: the media types of the source's provider (form bodies for twilio, slack)
+        if src is not None:
+            kind = media_kind(src, ctype, allow_ndjson)
+        else:
+            kind = check_media_type(ctype, allow_ndjson)
         # gunicorn's gevent worker has no deadline for a body: without this a client that
         # sends headers and then stalls would hold its connection and greenlet for good.
         late = BodyTimedOut(f"the request body did not arrive within {seconds:g} s")
@@ -384,7 +399,9 @@ def _parse_single(
 ) -> ParsedEvent | _Refusal:
     """The event of a single-event body, or why it is refused (malformed, fails the schema)."""
     try:
-        parsed = parse_event(body, services.http.max_json_depth)
+        # issue 20: a form body's event is the JSON object of its fields
+        ctype = request.headers.get("Content-Type")
+        parsed = decode_event(source, ctype, body, services.http.max_json_depth)
     except BodyError as exc:
         return _Refusal(ApiError(exc.status, exc.message))
     if source.event_schema is not None:
@@ -415,16 +432,27 @@ def receive_event(source: str) -> Response:
     """Accept one JSON event: 202 once it is published, 200 when its key was already accepted."""
     services = _services()
     src = _source(services, source)
-    body, _ = _read_request(services, allow_ndjson=False)
+    body, _ = _read_request(services, allow_ndjson=False, src=src)
     _check_backpressure(services)
     headers = _lowered_headers()
-    _verify(src, body, headers)
+    # issue 20: every scheme of the presets; Twilio signs publicUrl + the path and query as sent
+    try:
+        verify_request(src, headers, body, request_target(request.environ))
+    except SignatureError:
+        raise ApiError(401, "signature verification failed") from None
     epoch = time.time()
     parsed = _parse_single(services, src, body)
     if isinstance(parsed, _Refusal):
         _charge(services, src, 1)
         parsed.raise_it()
-    key = idempotency_key(headers, parsed.event, src.id_field, parsed.content_hash)
+    # issue 20: Slack's url_verification handshake, answered (not stored) once verified
+    challenge = slack_challenge(src, parsed.event)
+    if challenge is not None:
+        return _answer(200, challenge, _charge(services, src, 1))
+    # issue 20: the provider's delivery or event id comes before the contract's fallbacks
+    key = provider_key(src, headers, parsed.event) or idempotency_key(
+        headers, parsed.event, src.id_field, parsed.content_hash
+    )
     decisions, claim = _charge_and_claim(services, src, key, parsed.content_hash)
     result = {"eventId": key, "contentHash": parsed.content_hash}
     if claim is not None:
@@ -434,6 +462,8 @@ def receive_event(source: str) -> Response:
         if claim.outcome is not ClaimOutcome.NEW:
             raise _refusal(claim.outcome, key)
     entry = _entry(parsed, key, src, epoch, headers.get("webhook-timestamp"))
+    # issue 20: observedAt where the provider puts it (event field, a header of its own)
+    entry["observedAt"] = event_observed_at(src, headers, parsed.event)
     _publish(services, src, [entry], [key])
     return _answer(202, {"status": "accepted", **result}, decisions)
 
