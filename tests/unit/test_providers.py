@@ -162,6 +162,10 @@ class TestRequestTarget:
         environ = {"RAW_URI": "/v1/webhooks/tw?a=%20b&c", "PATH_INFO": "/v1/webhooks/tw"}
         assert request_target(environ) == "/v1/webhooks/tw?a=%20b&c"
 
+    def test_query_missing_from_raw_uri_is_added(self) -> None:
+        environ = {"RAW_URI": "/v1/webhooks/tw", "QUERY_STRING": "a=1"}
+        assert request_target(environ) == "/v1/webhooks/tw?a=1"
+
     def test_absolute_form_keeps_path_and_query(self) -> None:
         environ = {"RAW_URI": "http://evil.example/v1/webhooks/tw?x=1"}
         assert request_target(environ) == "/v1/webhooks/tw?x=1"
@@ -170,3 +174,22 @@ class TestRequestTarget:
         path = "/v1/webhooks/tw/é".encode().decode("latin-1")  # as WSGI hands it over
         environ = {"SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "a=1"}
         assert request_target(environ) == "/v1/webhooks/tw/%C3%A9?a=1"
+
+
+def test_the_copy_paste_configs_of_the_guide_are_valid() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    section = guide.split("## Provider presets", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```json\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+    sources: dict[str, Any] = {}
+    for block in blocks:
+        sources.update(json.loads(block))
+    assert set(sources) == {"stripe", "github", "shopify", "slack", "twilio", "acme"}
+    settings = build_settings({"http": {"sources": sources}})
+    prepared = webhook_sources(settings.http)
+    assert {name: src.provider for name, src in prepared.items()} == {
+        name: cfg["provider"] for name, cfg in sources.items()
+    }
