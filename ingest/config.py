@@ -124,15 +124,25 @@ class SignatureSettings(Section):
         None, description="How requests are signed; unset: the scheme of the source's provider."
     )
     secrets: list[str] = Field(default_factory=list, description="Several secrets for rotation.")
-    header: str = Field("X-Hub-Signature-256", description="hmac-sha256: the signature header.")
-    prefix: str = Field("sha256=", description="hmac-sha256: prefix before the hex digest.")
-    tolerance_seconds: int = Field(
-        300,
-        ge=1,
-        description="Seconds a signed timestamp may be off (standard-webhooks, stripe, slack).",
+    # Unset (None) means "the provider's, else the scheme's default", so that a config written
+    # back from `ingest config show` keeps meaning the same.
+    header: str | None = Field(
+        None,
+        description="hmac-sha256: the signature header; unset: the provider's, else "
+        "X-Hub-Signature-256.",
     )
-    encoding: Literal["hex", "base64"] = Field(
-        "hex", description="hmac-sha256: how the digest is written (Shopify: base64)."
+    prefix: str | None = Field(
+        None,
+        description="hmac-sha256: prefix before the digest; unset: the provider's, else sha256=.",
+    )
+    tolerance_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="Seconds a signed timestamp may be off (standard-webhooks, stripe, slack); "
+        "unset: the provider's, else 300.",
+    )
+    encoding: Literal["hex", "base64"] | None = Field(
+        None, description="hmac-sha256: how the digest is written; unset: the provider's, else hex."
     )
 
     @field_validator("secrets")

@@ -108,23 +108,25 @@ class WebhookSource:
 
 
 def _own_or_preset(source: SourceConfig, name: str, preset: Preset | None) -> str | None:
-    """A source's own setting when given explicitly (even as null), else the preset's."""
+    """A source's own setting when it has one, else the preset's."""
     own: str | None = getattr(source, name)
-    if preset is None or name in source.model_fields_set:
+    if own is not None or preset is None:
         return own
     found: str | None = getattr(preset, name)
     return found
 
 
+_SIGNATURE_DEFAULTS = SignatureConfig("none")
+
+
 def _signature_config(sig: SignatureSettings, preset: Preset | None) -> SignatureConfig:
-    """The signature settings given explicitly, over the preset's, over the defaults."""
-    given = sig.model_fields_set
+    """The signature settings the source gives, over the preset's, over the defaults."""
 
     def pick(name: str) -> Any:
-        own = getattr(sig, name)
-        if preset is None or name in given or getattr(preset, name) is None:
-            return own
-        return getattr(preset, name)
+        for found in (getattr(sig, name), getattr(preset, name, None)):
+            if found is not None:
+                return found
+        return getattr(_SIGNATURE_DEFAULTS, name)
 
     scheme = sig.scheme or (preset.scheme if preset is not None else None)
     if scheme is None:  # SourceConfig refuses this; a hand-built config may not have been

@@ -59,10 +59,19 @@ class TestPresets:
         )
         assert (src.signature.header, src.signature.prefix) == ("X-Signature", "")
         assert src.signature.scheme == "hmac-sha256" and src.id_header == "X-Request-Id"
-        stripe = source(provider="stripe", idField="data.object.id", observedAtField=None)
-        assert stripe.id_field == "data.object.id" and stripe.observed_at_field is None
+        stripe = source(provider="stripe", idField="data.object.id", observedAtField="x.at")
+        assert stripe.id_field == "data.object.id" and stripe.observed_at_field == "x.at"
         off = source(provider="stripe", signature={"scheme": "none"})
         assert off.signature.scheme == "none" and off.id_field == "id"
+
+    def test_the_config_as_shown_means_the_same_when_loaded_again(self) -> None:
+        cfg = {"provider": "shopify", "signature": {"secrets": ["s"]}, "purpose": "p"}
+        settings = build_settings({"http": {"sources": {"s": cfg}}})
+        shown = settings.model_dump(by_alias=True, mode="json")  # as `ingest config show`
+        again = build_settings(shown)
+        first = WebhookSource.from_config("s", settings.http.sources["s"], settings.http)
+        second = WebhookSource.from_config("s", again.http.sources["s"], again.http)
+        assert first == second and second.signature.encoding == "base64"
 
     def test_sources_without_a_provider_are_as_before(self) -> None:
         src = source(signature={"scheme": "hmac-sha256", "secrets": ["s"]})
