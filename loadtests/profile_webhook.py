@@ -6,7 +6,8 @@ signature, rate limits too high to matter), then calls the WSGI app directly wit
 unique events from a pool of gevent greenlets, as a gunicorn gevent worker would. Events go
 through the real accept script into their source's stream (no Celery worker drains it).
 
-What it prints is CPU time (``time.process_time``: every thread and greenlet of the process) per request, which the other jobs of a shared machine hardly disturb,
+What it prints is CPU time (``time.process_time``: every thread and greenlet of the process)
+per request, which the other jobs of a shared machine hardly disturb,
 unlike wall-clock rates. The requests are built before the clock starts, so the load
 generator's own work is not counted; gunicorn's HTTP parsing is not either. Examples::
 

@@ -39,11 +39,19 @@ from ingest.http.bodies import (
     check_media_type,
     decode_body,
     parse_batch,
-    parse_event,
     read_body,
 )
 from ingest.http.idempotency import ClaimOutcome, IdempotencyStore, event_key, idempotency_key
 from ingest.http.intake import WebhookSource, batch_statuses, observed_at, webhook_sources
+from ingest.http.providers import (
+    decode_event,
+    event_observed_at,
+    media_kind,
+    provider_key,
+    request_target,
+    slack_challenge,
+    verify_request,
+)
 from ingest.http.signatures import SignatureError, verify_signature
 from ingest.metrics import Reason
 from ingest.ratelimit import RateDecision, TokenBucket, ratelimit_headers
@@ -183,13 +191,23 @@ def source_of(services: Services, name: str) -> WebhookSource:
 
 
 def read_request(
-    services: Services, environ: Mapping[str, Any], allow_ndjson: bool
+    services: Services,
+    environ: Mapping[str, Any],
+    allow_ndjson: bool,
+    source: WebhookSource | None = None,
 ) -> tuple[bytes, MediaKind]:
-    """The decoded body and its media kind, or the 415/413/408/400 that refuses it."""
+    """The decoded body and its media kind, or the 415/413/408/400 that refuses it.
+
+    With ``source``, the media types its provider sends are accepted (form bodies for Twilio
+    and Slack commands)."""
     limit, seconds = services.http.max_body_bytes, services.http.body_timeout
     try:
         gzipped = check_content_encoding(environ.get("HTTP_CONTENT_ENCODING"))
-        kind = check_media_type(environ.get("CONTENT_TYPE"), allow_ndjson)
+        ctype = environ.get("CONTENT_TYPE")
+        if source is not None:
+            kind = media_kind(source, ctype, allow_ndjson)
+        else:
+            kind = check_media_type(ctype, allow_ndjson)
         length = _content_length(environ)
         stream = environ["wsgi.input"]
         if length is None and not environ.get("wsgi.input_terminated"):
@@ -302,7 +320,7 @@ def _fields(
     key: str,
     source: WebhookSource,
     epoch: float,
-    stamp: str | None,
+    observed: str | None,
     uri: str,
 ) -> list[str]:
     return entry_fields(
@@ -310,7 +328,7 @@ def _fields(
         key,
         parsed.content_hash,
         epoch,
-        observed_at(parsed.event, source.observed_at_field, stamp),
+        observed,
         uri,
         source.purpose,
         source.classification,
@@ -322,12 +340,18 @@ def receive_single(services: Services, name: str, environ: Mapping[str, Any]) ->
     """Decide one single-event request: 202 once its event is in the stream, 200 for a key
     already accepted; raises :class:`ApiError` for every refusal."""
     source = source_of(services, name)
-    body, _ = read_request(services, environ, allow_ndjson=False)
+    body, _ = read_request(services, environ, allow_ndjson=False, source=source)
     headers = lowered_headers(environ)
-    verify(source, body, headers)
+    try:
+        # Every scheme of the presets; Twilio signs publicUrl + the path and query as sent.
+        verify_request(source, headers, body, request_target(environ))
+    except SignatureError:
+        raise refusal(401, "signature verification failed") from None
     epoch = time.time()
     try:
-        parsed = parse_event(body, services.http.max_json_depth)
+        # A form body's event is the JSON object of its fields.
+        ctype = environ.get("CONTENT_TYPE")
+        parsed = decode_event(source, ctype, body, services.http.max_json_depth)
         problem = None if source.event_schema is None else source.event_schema.problem(parsed.event)
     except BodyError as exc:
         charge(services, source, 1)  # the contract checks rate limits before the body
@@ -335,10 +359,15 @@ def receive_single(services: Services, name: str, environ: Mapping[str, Any]) ->
     if problem is not None:
         charge(services, source, 1)
         raise refusal(400, problem, reason=Reason.INVALID_EVENT)
-    key = idempotency_key(headers, parsed.event, source.id_field, parsed.content_hash)
-    fields = _fields(
-        parsed, key, source, epoch, headers.get("webhook-timestamp"), base_url(environ)
+    challenge = slack_challenge(source, parsed.event)
+    if challenge is not None:  # Slack's url_verification handshake: answered, not stored
+        return Answer(200, challenge, ratelimit_headers(charge(services, source, 1)))
+    # The provider's delivery or event id comes before the contract's fallbacks.
+    key = provider_key(source, headers, parsed.event) or idempotency_key(
+        headers, parsed.event, source.id_field, parsed.content_hash
     )
+    observed = event_observed_at(source, headers, parsed.event)
+    fields = _fields(parsed, key, source, epoch, observed, base_url(environ))
     result = {"eventId": key, "contentHash": parsed.content_hash}
     if services.keys is not None and not services.keys_with_buckets:
         return _receive_apart(services, source, key, parsed.content_hash, fields, result)
@@ -516,7 +545,10 @@ def _store_batch(
     keys = [event_key(e.event, source.id_field, e.content_hash) for e in events]
     hashes = [e.content_hash for e in events]
     stamp = headers.get("webhook-timestamp")
-    fields = [_fields(e, k, source, epoch, stamp, uri) for e, k in zip(events, keys, strict=True)]
+    fields = [
+        _fields(e, k, source, epoch, observed_at(e.event, source.observed_at_field, stamp), uri)
+        for e, k in zip(events, keys, strict=True)
+    ]
     position = {key: i for i, key in reversed(list(enumerate(keys)))}  # first occurrence
     store = services.keys
 

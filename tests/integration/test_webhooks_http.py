@@ -102,7 +102,8 @@ def dumps(value: Any) -> bytes:
 
 def published(client: redis.Redis, source: str | None = None) -> list[dict[str, Any]]:
     """The batch payloads a drain would store now, from the sources' streams, oldest first."""
-    names = [source] if source else ["acme", "gh", "open", "tiny"]
+    keys = sorted(k.decode() for k in client.scan_iter(match="ingest:wh:{*}:events"))
+    names = [source] if source else [k[k.index("{") + 1 : k.rindex("}")] for k in keys]
     batches = []
     for name in names:
         entries = [
