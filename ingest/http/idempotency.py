@@ -395,7 +395,9 @@ class CoalescedScript:
             self._send(batch)
         except Exception as exc:  # the round trip failed: so did every call it carried
             for call in batch:
-                call.error, call.answered = exc, True
+                # Each its own copy: one instance raised in many greenlets would pile up
+                # every raise's frames in its traceback.
+                call.error, call.answered = _own_copy(exc), True
         finally:
             for call in batch:
                 if not call.answered:  # the sender was interrupted
@@ -415,10 +417,6 @@ class CoalescedScript:
             first.ready.set()
 
     def _send(self, batch: list[_Call]) -> None:
-        if len(batch) == 1:  # alone: a plain call, which also reloads a flushed script
-            batch[0].reply = self._script(keys=batch[0].keys, args=batch[0].args)
-            batch[0].answered = True
-            return
         replies = self._pipeline(batch)
         if any(_no_script(r) for r in replies):
             # Redis restarted or was flushed: load the script once, then run the calls it
@@ -435,10 +433,72 @@ class CoalescedScript:
             call.answered = True
 
     def _pipeline(self, calls: list[_Call]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for call in calls:
-            pipe.execute_command("EVALSHA", self._sha, len(call.keys), *call.keys, *call.args)
-        return list(pipe.execute(raise_on_error=False))
+        """Send every call's ``EVALSHA`` in one write and read their replies in order.
+
+        The commands are packed here (RESP, one ``bytes.join``) rather than by redis-py,
+        whose per-argument encoding cost as much CPU as the rest of a webhook request. A
+        write that fails is retried once on a fresh connection (nothing ran); a failure
+        after the write is not, since the scripts may have run.
+        """
+        packed = b"".join(_pack_evalsha(self._sha, call.keys, call.args) for call in calls)
+        pool = self._client.connection_pool
+        for attempt in (1, 2):
+            conn = pool.get_connection()
+            try:
+                try:
+                    conn.send_packed_command([packed])
+                except (redis.exceptions.ConnectionError, OSError):
+                    conn.disconnect()
+                    if attempt == 2:
+                        raise
+                    continue
+                replies: list[Any] = []
+                for _ in calls:
+                    try:
+                        replies.append(conn.read_response())
+                    except redis.exceptions.ResponseError as exc:
+                        replies.append(exc)
+                return replies
+            except BaseException:
+                conn.disconnect()
+                raise
+            finally:
+                pool.release(conn)
+        raise AssertionError("unreachable")
+
+
+def _pack_evalsha(sha: str, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
+    parts = [b"EVALSHA", sha.encode(), str(len(keys)).encode()]
+    parts += [_arg(v) for v in keys]
+    parts += [_arg(v) for v in args]
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+def _arg(value: Any) -> bytes:
+    """An argument as redis-py would encode it."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, bool):
+        raise TypeError("booleans are not Redis arguments")
+    if isinstance(value, int):
+        return str(value).encode()
+    if isinstance(value, float):
+        return repr(value).encode()
+    raise TypeError(f"not a Redis argument: {type(value).__name__}")
+
+
+def _own_copy(exc: Exception) -> Exception:
+    try:
+        copy = type(exc)(*exc.args)
+    except Exception:
+        return exc
+    copy.__cause__ = exc
+    return copy
 
 
 def _no_script(reply: Any) -> bool:
