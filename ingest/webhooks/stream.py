@@ -218,7 +218,7 @@ class EventStreams:
         self._keys = keys
         self._high = high_water_mark
         self._one = CoalescedScript(client, _ACCEPT_ONE)
-        self._many = client.register_script(_ACCEPT_MANY)
+        self._many = CoalescedScript(client, _ACCEPT_MANY)
         self._groups: set[str] = set()
 
     def ensure_group(self, source: str) -> None:
@@ -288,7 +288,7 @@ class EventStreams:
                 fields = [*fields, *["-", ""] * (width - len(fields) // 2)]
             keys.append("" if key is None or store is None else store.redis_key(source, key))
             args += [content_mark(content_hash), *fields]
-        reply = self._many(keys=keys, args=args)
+        reply = self._many(keys, args)
         if _text(reply[0]) == "B":
             return Refused(int(_text(reply[1])))
         return [_OUTCOMES[code] for code in _text(reply[0])]
