@@ -364,6 +364,7 @@ class CoalescedScript:
         self._lock = threading.Lock()
         self._queue: list[_Call] = []
         self._busy = False
+        self._conn: Any = None
 
     def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run the script with ``keys`` and ``args``; return its reply (or raise its error)."""
@@ -441,17 +442,16 @@ class CoalescedScript:
         after the write is not, since the scripts may have run.
         """
         packed = b"".join(_pack_evalsha(self._sha, call.keys, call.args) for call in calls)
-        pool = self._client.connection_pool
         for attempt in (1, 2):
-            conn = pool.get_connection()
+            conn = self._connection()
             try:
-                try:
-                    conn.send_packed_command([packed])
-                except (redis.exceptions.ConnectionError, OSError):
-                    conn.disconnect()
-                    if attempt == 2:
-                        raise
-                    continue
+                conn.send_packed_command([packed], check_health=False)
+            except (redis.exceptions.ConnectionError, OSError):
+                conn.disconnect()
+                if attempt == 2:
+                    raise
+                continue
+            try:
                 replies: list[Any] = []
                 for _ in calls:
                     try:
@@ -462,9 +462,16 @@ class CoalescedScript:
             except BaseException:
                 conn.disconnect()
                 raise
-            finally:
-                pool.release(conn)
         raise AssertionError("unreachable")
+
+    def _connection(self) -> Any:
+        """This script's own connection: only one round trip is ever in flight (the queued
+        calls wait for it), so one connection serves every call, without the pool's
+        per-checkout readiness poll. It reconnects by itself after a failure."""
+        if self._conn is None:
+            pool = self._client.connection_pool
+            self._conn = pool.connection_class(**pool.connection_kwargs)
+        return self._conn
 
 
 def _pack_evalsha(sha: str, keys: Sequence[Any], args: Sequence[Any]) -> bytes:

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 SLOTS = 2
 LEASE_MS = 10_000
 MAX_SECONDS = 5.0  # a drain hands over after this long, so one source cannot hold a process
+IDLE_BLOCK_MS = 50  # a drain that just stored events waits this long for more before it ends
 
 # Deletes a lease only when it is still the caller's (compare and delete).
 _RELEASE = """
@@ -177,12 +178,20 @@ class StreamDrainer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read_new(self, source: str) -> list[StreamEntry]:
-        """Up to ``batch_size`` entries never delivered before; they become pending here."""
+    def read_new(self, source: str, block_ms: int | None = None) -> list[StreamEntry]:
+        """Up to ``batch_size`` entries never delivered before; they become pending here.
+
+        ``block_ms``: wait that long for the first entry when none is there yet."""
         # A wake-up published from now on means events this read did not see.
         pipe = self._client.pipeline(transaction=False)
         pipe.delete(kick_key(source))
-        pipe.xreadgroup(GROUP, self.consumer, {stream_key(source): ">"}, count=self.batch_size)
+        pipe.xreadgroup(
+            GROUP,
+            self.consumer,
+            {stream_key(source): ">"},
+            count=self.batch_size,
+            block=block_ms,
+        )
         try:
             _, reply = pipe.execute()
         except redis.exceptions.ResponseError as exc:
@@ -284,9 +293,13 @@ class StreamDrainer:
             self.ack(source, payload["streamIds"])
             report.dead_lettered += len(payload["events"])
         entries = again
+        busy = False
         while True:
             if not entries:
-                entries = self.read_new(source)
+                # While events keep coming, wait a moment for the next ones rather than end
+                # this task and have the dispatcher start another (a task costs far more).
+                entries = self.read_new(source, IDLE_BLOCK_MS if busy else None)
+                busy = bool(entries)
             if not entries:
                 self.release(source, slot, token)
                 # An event appended after the last read may have woken nobody: look again.
