@@ -85,11 +85,12 @@ def _rows(model: type[BaseModel], path: list[str], dynamic: bool = False) -> lis
 
 
 def configuration_markdown() -> str:
-    from ingest.config import RateLimitConfig, SourceConfig
+    from ingest.config import RateLimitConfig, SourceConfig, WatchConfig
 
     rows = _rows(Settings, [])
     rows += _rows(RateLimitConfig, ["(rate limits)"])
     rows += _rows(SourceConfig, ["http", "sources", "<name>"], dynamic=True)
+    rows += _rows(WatchConfig, ["s3csv", "watches[]"], dynamic=True)
     return HEADER + "\n".join(rows) + "\n" + _examples()
 
 

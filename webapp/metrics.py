@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from ingest.http.outbox import Outbox
 from ingest.metrics_exposition import CONTENT_TYPE, QueueDepthCollector, render, scrape_registry
 from ingest.runtime import Runtime
+from ingest.s3csv.watch_status import WatchCollector
 from tasks.app import ALL_QUEUES
 from webapp.context import runtime
 
@@ -45,7 +46,9 @@ def _registry() -> CollectorRegistry:
     extensions = current_app.extensions
     found = extensions.get(_EXTENSION)
     if found is None or found[0] != os.getpid():
-        registry = scrape_registry([_queue_collector(runtime())])
+        rt = runtime()
+        watches = WatchCollector(lambda: rt.redis, [w.name for w in rt.settings.s3csv.watches])
+        registry = scrape_registry([_queue_collector(rt), watches])
         found = extensions[_EXTENSION] = (os.getpid(), registry)
     return cast(CollectorRegistry, found[1])
 
