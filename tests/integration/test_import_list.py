@@ -95,6 +95,12 @@ class TestAdminList:
         )
         assert answer.status_code == 400 and fragment in answer.get_json()["error"]
 
+    def test_an_import_started_through_the_api_is_listed(self, stack_env: dict[str, str]) -> None:
+        c = create_app(load_settings(stack_env)).test_client()
+        body = {"uri": "s3://lake/x/", "schema": "entities", "purpose": "p"}
+        started = c.post("/admin/imports", json=body, headers=AUTH).get_json()["importId"]
+        assert ids(c.get("/admin/imports?status=queued", headers=AUTH))[0] == started
+
     def test_the_list_needs_the_token(self, stack_env: dict[str, str]) -> None:
         answer = create_app(load_settings(stack_env)).test_client().get("/admin/imports")
         assert answer.status_code == 401
