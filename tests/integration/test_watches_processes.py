@@ -77,6 +77,9 @@ def test_an_upload_is_imported_once_and_a_reupload_stores_nothing_new(
     assert shown_cli.exit_code == 0 and json.loads(shown_cli.output)[0]["importsStarted"] == 1
     listed_cli = runner.invoke(cli, ["imports", "list", "--watch", watched.name], env=env)
     assert listed_cli.exit_code == 0 and state["importId"] in listed_cli.output
+    text = runner.invoke(cli, ["watches"], env=env).output
+    assert f"{watched.name}: s3://{bucket}/drop/ <- {watched.queue_url}" in text
+    assert "1 imports started, 1 messages refused" in text
 
 
 def test_malformed_and_foreign_messages_never_block_the_queue(
@@ -112,6 +115,46 @@ def test_malformed_and_foreign_messages_never_block_the_queue(
     assert stats["malformed"] == 1 and stats["messagesRefused"] == 1
     import redis
 
-    entries = DeadLetterQueue(redis.Redis.from_url(env["INGEST_REDIS_URL"])).list(limit=10)
-    (entry,) = [e for e in entries if e.source == f"watch:{watched.name}"]
+    dlq = DeadLetterQueue(redis.Redis.from_url(env["INGEST_REDIS_URL"]))
+    (entry,) = [e for e in dlq.list(limit=10) if e.source == f"watch:{watched.name}"]
     assert entry.payload["args"][1] == "this is not an event" and "not JSON" in entry.reason
+
+    # A retry reads the body again: still not an event, so the entry stays, one attempt more.
+    from ingest.runtime import Runtime
+    from tasks.dlq import retry_entries
+
+    report = retry_entries(Runtime(load_settings(env)), ids=[entry.id], wait=True, timeout=60)
+    assert report["failed"] == 1 and "still not an S3 event notification" in str(report)
+    assert (dlq.get(entry.id) or entry).attempts == 2
+
+
+def test_a_watch_that_cannot_be_polled_says_why(
+    stack_env: dict[str, str], procs: ProcessGroup, s3_endpoint: str
+) -> None:
+    base = {"bucket": "lake", "purpose": "p", "prefix": ""}
+    watches = [
+        {
+            **base,
+            "name": "gone",
+            "queueUrl": f"{s3_endpoint}/123456789012/no-such-queue",
+            "schema": "entities",
+        },
+        {
+            **base,
+            "name": "typo",
+            "queueUrl": f"{s3_endpoint}/123456789012/typo",
+            "schema": "entitees",
+        },
+    ]
+    env = dict(stack_env, INGEST_S3CSV__WATCHES=json.dumps(watches))
+    procs.start_worker(env, concurrency=1)
+    client = create_app(load_settings(env)).test_client()
+
+    def errors() -> dict[str, str] | None:
+        shown = client.get("/admin/watches", headers=AUTH).get_json()
+        found = {w["name"]: w["lastError"] for w in shown}
+        return found if all(found.values()) else None
+
+    found = wait_for(errors, 60, 0.2, "both watches to report an error")
+    assert "NonExistentQueue" in found["gone"] or "does not exist" in found["gone"]
+    assert "unknown schema 'entitees'" in found["typo"]
