@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from ingest.config import Settings
 from ingest.runtime import Runtime
@@ -21,7 +21,6 @@ from ingest.s3csv.notifications import parse_notification
 from ingest.s3csv.watch_poller import start_pollers
 from ingest.s3csv.watches import NOTIFICATION_TASK, QueueMessage, WatchIntake
 from tasks.app import QUEUE_CONTROL
-from tasks.dlq import ReplayFailed, replayer
 from tasks.sender import sender_for
 
 __all__ = ["dispatcher", "replay_notification"]
@@ -61,9 +60,19 @@ def _stop_polling(**_: Any) -> None:
     _stop.set()
 
 
-@replayer(f"task:{NOTIFICATION_TASK}")
+@worker_init.connect
+def _register_replay(**_: Any) -> None:
+    # Registered once the worker's modules are loaded: tasks.dlq imports the Celery app, whose
+    # task discovery imports this module, so importing tasks.dlq here at load time is a cycle.
+    from tasks.dlq import replayer
+
+    replayer(f"task:{NOTIFICATION_TASK}")(replay_notification)
+
+
 def replay_notification(rt: Runtime, entry: Any) -> None:
     """Read a dead-lettered notification again; it imports its objects if it is readable now."""
+    from tasks.dlq import ReplayFailed
+
     watch_name, body = entry.payload["args"][:2]
     watch = next((w for w in rt.settings.s3csv.watches if w.name == watch_name), None)
     if watch is None:
