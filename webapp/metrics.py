@@ -47,7 +47,10 @@ def _registry() -> CollectorRegistry:
     found = extensions.get(_EXTENSION)
     if found is None or found[0] != os.getpid():
         rt = runtime()
-        watches = WatchCollector(lambda: rt.redis, [w.name for w in rt.settings.s3csv.watches])
+        configured = rt.settings.s3csv.watches
+        watches = WatchCollector(
+            lambda: rt.redis, [w.name for w in configured], [w.queue_url for w in configured]
+        )
         registry = scrape_registry([_queue_collector(rt), watches])
         found = extensions[_EXTENSION] = (os.getpid(), registry)
     return cast(CollectorRegistry, found[1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -85,8 +86,11 @@ class WatchCollector(Collector):
         ),
     }
 
-    def __init__(self, client: Callable[[], redis.Redis], watches: list[str]) -> None:
+    def __init__(
+        self, client: Callable[[], redis.Redis], watches: list[str], queues: list[str] | None = None
+    ) -> None:
         self._client, self._watches = client, watches
+        self._queues = dict(zip(watches, queues or [""] * len(watches), strict=True))
 
     def collect(self) -> Iterator[Metric]:
         if not self._watches:
@@ -118,3 +122,25 @@ class WatchCollector(Collector):
                 backlog.add_metric([watch], stats["backlog"])
         yield lag
         yield backlog
+        yield self._last_message(readings)
+        info = GaugeMetricFamily(
+            "ingest_watch_info",
+            "A configured watch and its queue (always 1).",
+            labels=["watch", "queue"],
+        )
+        for watch in readings:
+            info.add_metric([watch, self._queues.get(watch, "")], 1)
+        yield info
+
+    @staticmethod
+    def _last_message(readings: dict[str, dict[str, Any]]) -> Metric:
+        last = GaugeMetricFamily(
+            "ingest_watch_last_message_timestamp_seconds",
+            "When a poller of the watch last received a message (Unix time).",
+            labels=["watch"],
+        )
+        for watch, stats in readings.items():
+            if stats["lastMessageAt"]:
+                moment = datetime.fromisoformat(stats["lastMessageAt"].replace("Z", "+00:00"))
+                last.add_metric([watch], moment.timestamp())
+        return last

@@ -71,6 +71,7 @@ def test_an_upload_is_imported_once_and_a_reupload_stores_nothing_new(
     metrics = client.get("/metrics").get_data(as_text=True)
     assert f'ingest_watch_imports_started_total{{watch="{watched.name}"}} 1.0' in metrics
     assert f'ingest_watch_messages_refused_total{{watch="{watched.name}"}} 1.0' in metrics
+    assert f'ingest_watch_last_message_timestamp_seconds{{watch="{watched.name}"}}' in metrics
 
     runner = CliRunner()
     shown_cli = runner.invoke(cli, ["watches", "--json"], env=env)
