@@ -33,8 +33,12 @@ class CreatedObject:
 
     @property
     def version(self) -> str:
-        """What tells two versions of the key apart: the version id, else the ETag."""
-        return self.version_id or self.etag
+        """What tells two contents of the key apart: the ETag.
+
+        Not the version id: in a versioned bucket the same bytes uploaded again are a new
+        version with the same ETag, and must not be imported again.
+        """
+        return self.etag
 
     def describe(self, message_id: str) -> dict[str, Any]:
         """The object as an import's state shows it, with the message that announced it."""

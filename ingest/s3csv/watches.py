@@ -1,6 +1,6 @@
 """Continuous ingestion: one receive of a watch's SQS queue becomes at most one import.
 
-Each object version (bucket, key, version id or ETag) is claimed once per watch with a Redis
+Each object version (bucket, key, ETag) is claimed once per watch with a Redis
 ``SET NX`` that names the import it belongs to; the claim, the import's list of objects and
 its origin are written in one Lua script, so a claimed object always has an import that knows
 it. An import is *dispatched* when its scan task is in the broker; only then are its messages

@@ -27,11 +27,12 @@ WATCH = WatchConfig.model_validate(
 )
 
 
-def message(message_id: str, *keys: str, etag: str = "e1") -> QueueMessage:
+def message(message_id: str, *keys: str, etag: str = "e1", version: str = "") -> QueueMessage:
+    obj = {"size": 10, "eTag": etag, **({"versionId": version} if version else {})}
     records = [
         {
             "eventName": "ObjectCreated:Put",
-            "s3": {"bucket": {"name": "lake"}, "object": {"key": k, "size": 10, "eTag": etag}},
+            "s3": {"bucket": {"name": "lake"}, "object": {"key": k, **obj}},
         }
         for k in keys
     ]
@@ -84,6 +85,15 @@ def test_a_new_version_of_the_same_key_is_imported(redis_client: Any) -> None:
     intake(redis_client, dispatched).handle([message("m1", "drop%2Fa.csv", etag="e1")])
     intake(redis_client, dispatched).handle([message("m2", "drop%2Fa.csv", etag="e2")])
     assert len(dispatched) == 2
+
+
+def test_the_same_bytes_as_a_new_version_start_nothing(redis_client: Any) -> None:
+    dispatched: list[str] = []
+    intake(redis_client, dispatched).handle([message("m1", "drop%2Fa.csv", version="v1")])
+    again = intake(redis_client, dispatched).handle([message("m2", "drop%2Fa.csv", version="v2")])
+    assert len(dispatched) == 1 and again.import_id is None
+    state = ImportStore(redis_client).get(dispatched[0]) or {}
+    assert state["notification"]["objects"][0]["versionId"] == "v1"
 
 
 def test_a_poller_killed_between_claim_and_queue_leaves_an_import_that_is_queued_later(
