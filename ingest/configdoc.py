@@ -101,6 +101,8 @@ EXAMPLE_NOTES = {
     "local-dev.json": "Local development: local Redis and S3 server, a signed and an unsigned "
     "webhook source, console logs.",
     "s3-only.json": "Bulk S3/CSV imports only, into an S3 sink, from an allowed bucket.",
+    "s3-watch.json": "Continuous ingestion: a watched prefix imported from its S3 event "
+    "notifications (SQS), see docs/s3-import.md.",
     "webhooks-only.json": "Webhooks only: two sources (Standard Webhooks and GitHub-style "
     "HMAC), limits and backpressure.",
     "production.json": "Production-like: shared Redis, S3 sink, bounded DLQ, JSON logs.",
