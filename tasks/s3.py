@@ -68,7 +68,7 @@ def scan_now(import_id: str) -> dict[str, Any]:
         request,
         import_id,
         ingested_by,
-        objects=watched_objects(store, import_id),
+        objects=watched_objects(store, import_id, rt.s3),
     )
     key = _plan_key(import_id)
     # A re-plan (a DLQ replay) starts its chunks afresh: drop the old plan's markers.

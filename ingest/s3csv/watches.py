@@ -101,12 +101,34 @@ def _is_csv(key: str) -> bool:
     return key.lower().endswith(CSV_SUFFIXES)
 
 
-def watched_objects(store: ImportStore, import_id: str) -> list[ObjectInfo] | None:
-    """The object versions to plan for an import a watch started; None for other imports."""
+def watched_objects(store: ImportStore, import_id: str, s3: Any = None) -> list[ObjectInfo] | None:
+    """The object versions to plan for an import a watch started; None for other imports.
+
+    With ``s3``, each object's size is read from S3 (pinned to the notified ETag) rather than
+    taken from the message, which anyone allowed to send to the queue could have written.
+    """
     objects = store.watched_objects(import_id)
     if objects is None:
         return None
-    return [ObjectInfo(key=o["key"], size=int(o["size"]), etag=o["etag"]) for o in objects]
+    found = [ObjectInfo(key=o["key"], size=int(o["size"]), etag=o["etag"]) for o in objects]
+    if s3 is None:
+        return found
+    bucket = objects[0]["bucket"] if objects else ""
+    return [_checked_size(s3, bucket, obj) for obj in found]
+
+
+def _checked_size(s3: Any, bucket: str, obj: ObjectInfo) -> ObjectInfo:
+    from botocore.exceptions import ClientError
+
+    try:
+        head = s3.head_object(Bucket=bucket, Key=obj.key, IfMatch=f'"{obj.etag}"')
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status in (404, 412):
+            # Replaced or deleted since the notification: its ranges fail loudly (ETag pinned).
+            return obj
+        raise
+    return ObjectInfo(key=obj.key, size=int(head["ContentLength"]), etag=obj.etag)
 
 
 class WatchStats:

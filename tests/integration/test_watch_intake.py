@@ -152,3 +152,36 @@ def test_malformed_and_foreign_messages_are_settled_not_kept(redis_client: Any) 
     stats = WatchStats(redis_client, "drops").read()
     assert stats["malformed"] == 1 and stats["messagesRefused"] == 1
     assert ImportStore(redis_client).list_recent() == []
+
+
+def test_the_planned_size_is_read_from_s3_not_from_the_message(
+    redis_client: Any, s3_client: Any, bucket: str
+) -> None:
+    from ingest.s3csv.watches import watched_objects
+
+    put = s3_client.put_object(Bucket=bucket, Key="drop/a.csv", Body=b"id\n1\n2\n")
+    etag = put["ETag"].strip('"')
+    watch = WATCH.model_copy(update={"bucket": bucket})
+    forged = json.dumps(
+        {
+            "Records": [
+                {
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {
+                        "bucket": {"name": bucket},
+                        "object": {"key": "drop/a.csv", "size": 3, "eTag": etag},
+                    },
+                }
+            ]
+        }
+    )
+    store = ImportStore(redis_client)
+    dispatched: list[str] = []
+    WatchIntake(watch, store, DeadLetterQueue(redis_client), dispatched.append).handle(
+        [QueueMessage("m1", "r", forged)]
+    )
+    (planned,) = watched_objects(store, dispatched[0], s3_client) or []
+    assert (planned.key, planned.size, planned.etag) == ("drop/a.csv", 7, etag)
+    s3_client.put_object(Bucket=bucket, Key="drop/a.csv", Body=b"id\n3\n")
+    (replaced,) = watched_objects(store, dispatched[0], s3_client) or []
+    assert replaced.etag == etag  # pinned: its ranges fail loudly instead of reading new bytes
