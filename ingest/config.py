@@ -14,8 +14,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -177,11 +178,32 @@ class S3CsvConfig(Section):
 
 
 class SignatureSettings(Section):
-    scheme: Literal["standard-webhooks", "hmac-sha256", "none"]
+    scheme: (
+        Literal["standard-webhooks", "hmac-sha256", "stripe", "slack", "twilio", "none"] | None
+    ) = Field(
+        None, description="How requests are signed; unset: the scheme of the source's provider."
+    )
     secrets: list[str] = Field(default_factory=list, description="Several secrets for rotation.")
-    header: str = Field("X-Hub-Signature-256", description="hmac-sha256: the signature header.")
-    prefix: str = Field("sha256=", description="hmac-sha256: prefix before the hex digest.")
-    tolerance_seconds: int = Field(300, ge=1, description="standard-webhooks timestamp tolerance.")
+    # Unset (None) means "the provider's, else the scheme's default", so that a config written
+    # back from `ingest config show` keeps meaning the same.
+    header: str | None = Field(
+        None,
+        description="hmac-sha256: the signature header; unset: the provider's, else "
+        "X-Hub-Signature-256.",
+    )
+    prefix: str | None = Field(
+        None,
+        description="hmac-sha256: prefix before the digest; unset: the provider's, else sha256=.",
+    )
+    tolerance_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="Seconds a signed timestamp may be off (standard-webhooks, stripe, slack); "
+        "unset: the provider's, else 300.",
+    )
+    encoding: Literal["hex", "base64"] | None = Field(
+        None, description="hmac-sha256: how the digest is written; unset: the provider's, else hex."
+    )
 
     @field_validator("secrets")
     @classmethod
@@ -205,6 +227,38 @@ class SourceConfig(Section):
     event_schema: str | None = Field(
         None, description="Name of a JSON Schema file in the schemas dir events must satisfy."
     )
+    provider: (
+        Literal["stripe", "github", "shopify", "slack", "twilio", "standard-webhooks"] | None
+    ) = Field(
+        None,
+        description="Preset of signature scheme, idempotency key and observedAt as the provider "
+        "signs them; settings given explicitly win (see docs/webhooks.md).",
+    )
+    public_url: str | None = Field(
+        None,
+        description="twilio: the public base URL (scheme and host) the provider posts to; "
+        "X-Forwarded-* headers are never trusted instead.",
+    )
+    id_header: str | None = Field(
+        None, description="Request header whose value is the idempotency key, before any other."
+    )
+    observed_at_header: str | None = Field(
+        None, description="Request header holding when the event was observed (epoch or ISO 8601)."
+    )
+
+    @model_validator(mode="after")
+    def _scheme_or_provider(self) -> SourceConfig:
+        if self.signature.scheme is None and self.provider is None:
+            raise ValueError("signature.scheme is required unless the source names a provider")
+        if (self.signature.scheme or self.provider) == "twilio" and not self.public_url:
+            raise ValueError("publicUrl is required for twilio: the URL Twilio signs")
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+                raise ValueError(
+                    "publicUrl must be an http(s) URL without a query, like https://host"
+                )
+        return self
 
 
 class IdempotencyConfig(Section):
@@ -215,7 +269,10 @@ class IdempotencyConfig(Section):
 
 class BackpressureConfig(Section):
     high_water_mark: int = Field(
-        5000, ge=1, description="Webhook batch tasks waiting in the broker before 503."
+        200_000,
+        ge=1,
+        description="Accepted events of one source waiting to be stored (its stream) before "
+        "new ones are answered 503.",
     )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After sent with a 503.")
 
@@ -225,13 +282,13 @@ class HttpConfig(Section):
         3001, ge=1, le=65535, description="Seed key; the web process binds $PORT (see `port`)."
     )
     buffer_size: int = Field(
-        200, ge=1, le=10_000, description="Most events per published batch (one task message)."
+        200, ge=1, le=10_000, description="Most events a drain stores as one batch (one sink file)."
     )
     batch_interval: int = Field(
         10,
         ge=0,
-        description="Milliseconds a partial batch waits for more events; a request waits with "
-        "it. 0: no wait, publish as soon as the previous publish is done (group commit).",
+        description="Seed key, kept for its configs: no request waits for a batch any more (an "
+        "event is durable when answered, and drains store whatever has arrived).",
     )
     idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
     rate_limit: RateLimitConfig = Field(
@@ -254,10 +311,10 @@ class HttpConfig(Section):
     )
     backpressure: BackpressureConfig = Field(default_factory=BackpressureConfig)
     redeliver_after: int = Field(
-        300,
+        60,
         ge=1,
-        description="Seconds after which a worker republishes an accepted batch not yet stored "
-        "(the outbox); longer than a batch may wait in a full queue.",
+        description="Seconds after which an accepted event read by a drain and not stored (the "
+        "drain died, or storing failed) is read again by another drain.",
     )
     admin_rate_limit: str = Field("60/minute", description="flask-limiter limit per client IP.")
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from tasks import (  # noqa: F401
+    dispatch,
     dlq,
     health,
-    outbox,
     recovery,
     s3,
     watches,

@@ -9,10 +9,10 @@ import redis
 from flask import Blueprint, Response, current_app
 from prometheus_client import CollectorRegistry
 
-from ingest.http.outbox import Outbox
 from ingest.metrics_exposition import CONTENT_TYPE, QueueDepthCollector, render, scrape_registry
 from ingest.runtime import Runtime
 from ingest.s3csv.watch_status import WatchCollector
+from ingest.webhooks.stream import stream_key
 from tasks.app import ALL_QUEUES
 from webapp.context import runtime
 
@@ -37,8 +37,16 @@ def _queue_collector(rt: Runtime) -> QueueDepthCollector:
         queues,
         lambda: rt.dlq.depth(),
         max_age=QUEUE_STATS_MAX_AGE,
-        outbox_depth=Outbox(rt.redis, rt.settings.http.redeliver_after).pending,
+        webhook_backlog=lambda: _webhook_backlog(rt),
     )
+
+
+def _webhook_backlog(rt: Runtime) -> int:
+    """Events accepted and not yet stored, over every configured source's stream."""
+    pipe = rt.redis.pipeline(transaction=False)
+    for source in rt.settings.http.sources:
+        pipe.xlen(stream_key(source))
+    return sum(int(n) for n in pipe.execute())
 
 
 def _registry() -> CollectorRegistry:
