@@ -29,6 +29,7 @@ __all__ = [
     "Settings",
     "SignatureSettings",
     "SourceConfig",
+    "WatchConfig",
     "env_overrides",
     "load_settings",
 ]
@@ -73,6 +74,38 @@ class RateLimitConfig(Section):
     burst_size: int = Field(1500, ge=1, description="Bucket capacity: the largest burst allowed.")
 
 
+class WatchConfig(Section):
+    """A watched S3 prefix: objects created under it are imported from its SQS notifications."""
+
+    name: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Name of the watch (letters, digits, `_.-`); shown in imports and metrics.",
+    )
+    queue_url: str = Field(
+        ...,
+        pattern=r"^https?://\S+$",
+        description="URL of the SQS queue that receives the bucket's event notifications.",
+    )
+    bucket: str = Field(..., min_length=3, max_length=63, description="Bucket the watch accepts.")
+    prefix: str = Field("", description="Key prefix the watch accepts; others are refused.")
+    schema_name: str = Field(
+        ..., alias="schema", min_length=1, description="CSV schema of the objects."
+    )
+    purpose: str = Field(..., min_length=1, description="Why the data is ingested (provenance).")
+    classification: str | None = Field(None, description="Classification (provenance).")
+    mapping: dict[str, str] = Field(
+        default_factory=dict, description="CSV header -> column name, applied before validation."
+    )
+    ingested_by: str | None = Field(
+        None, description="`ingestedBy` recorded in provenance; default `watch:<name>`."
+    )
+
+    @property
+    def actor(self) -> str:
+        return self.ingested_by or f"watch:{self.name}"
+
+
 class S3CsvConfig(Section):
     bucket: str | None = Field(
         None, description="Default bucket for imports given as a bare prefix."
@@ -115,6 +148,33 @@ class S3CsvConfig(Section):
     breaker_reset_seconds: float = Field(
         10.0, gt=0, description="Seconds the breaker stays open before a trial request."
     )
+    watches: list[WatchConfig] = Field(
+        default_factory=list,
+        description="Watched prefixes imported from S3 event notifications (see below).",
+    )
+    poll_watches: bool = Field(
+        True, description="Whether the `worker` entry polls the watches' SQS queues."
+    )
+    watch_wait_seconds: int = Field(
+        20, ge=1, le=20, description="SQS long-poll wait of one receive, in seconds."
+    )
+
+    @field_validator("watches")
+    @classmethod
+    def _watches_consistent(cls, watches: list[WatchConfig], info: Any) -> list[WatchConfig]:
+        allowed = info.data.get("allowed_buckets") or []
+        names: set[str] = set()
+        queues: set[str] = set()
+        for i, watch in enumerate(watches):
+            if watch.name in names:
+                raise ValueError(f"{i}.name: another watch is named {watch.name!r}")
+            if watch.queue_url in queues:
+                raise ValueError(f"{i}.queueUrl: another watch polls {watch.queue_url}")
+            if allowed and watch.bucket not in allowed:
+                raise ValueError(f"{i}.bucket: {watch.bucket!r} is not in s3csv.allowedBuckets")
+            names.add(watch.name)
+            queues.add(watch.queue_url)
+        return watches
 
 
 class SignatureSettings(Section):
@@ -304,6 +364,9 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = Field(None, description="Celery broker when not that Redis.")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint; unset is AWS.")
+    sqs_endpoint_url: str | None = Field(
+        None, description="SQS-compatible endpoint of the watches; unset: s3EndpointUrl, then AWS."
+    )
     sink_uri: str = Field("file://./var/sink", description="Where stored records go.")
     schemas_dir: str | None = Field(None, description="Extra directory of CSV schema files.")
     admin_token: str | None = Field(None, description="Bearer token of every /admin endpoint.")
@@ -321,6 +384,10 @@ class Settings(BaseSettings):
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def effective_sqs_endpoint_url(self) -> str | None:
+        return self.sqs_endpoint_url or self.s3_endpoint_url
 
     @property
     def idempotency_redis_url(self) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import demo_watch  # noqa: E402  (scripts/, beside this file)
+
 from ingest.devstack import (  # noqa: E402
     ManagedProcess,
     MotoServer,
@@ -62,6 +64,7 @@ class Stack:
         self.workdir = workdir
         self.processes: list[ManagedProcess] = []
         self.env = dict(os.environ)
+        self.watching = False
 
     def start_services(self) -> None:
         if not self.env.get("INGEST_REDIS_URL"):
@@ -103,6 +106,8 @@ class Stack:
                 }
             ),
         )
+        bucket = self.env.get("INGEST_DEMO_BUCKET", "intelgraph-demo")
+        self.watching = demo_watch.configure_watch(self.env, bucket, say)
         self.env["PORT"] = self.env.get("PORT") or str(free_port())
         self.env["FLOWER_PORT"] = self.env.get("FLOWER_PORT") or str(free_port())
 
@@ -379,6 +384,12 @@ def main() -> int:
                 )
             },
         }
+        if stack.watching:
+            bucket = stack.env.get("INGEST_DEMO_BUCKET", "intelgraph-demo")
+            fixture = ROOT / "fixtures" / "entities" / "clean.csv"
+            summary["watch"] = demo_watch.drop_file(
+                base, stack.env, bucket, fixture, say, wait_for, http
+            )
         summary["webhooks"] = send_webhooks(base, stack)
         summary["providerEvents"] = send_provider_events(base, stack)
         summary["deadLettered"] = dlq_summary(base, stack)

@@ -8,5 +8,6 @@ from tasks import (  # noqa: F401
     health,
     recovery,
     s3,
+    watches,
     webhooks,
 )

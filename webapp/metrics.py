@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from ingest.metrics_exposition import CONTENT_TYPE, QueueDepthCollector, render, scrape_registry
 from ingest.runtime import Runtime
+from ingest.s3csv.watch_status import WatchCollector
 from ingest.webhooks.stream import stream_key
 from tasks.app import ALL_QUEUES
 from webapp.context import runtime
@@ -53,7 +54,12 @@ def _registry() -> CollectorRegistry:
     extensions = current_app.extensions
     found = extensions.get(_EXTENSION)
     if found is None or found[0] != os.getpid():
-        registry = scrape_registry([_queue_collector(runtime())])
+        rt = runtime()
+        configured = rt.settings.s3csv.watches
+        watches = WatchCollector(
+            lambda: rt.redis, [w.name for w in configured], [w.queue_url for w in configured]
+        )
+        registry = scrape_registry([_queue_collector(rt), watches])
         found = extensions[_EXTENSION] = (os.getpid(), registry)
     return cast(CollectorRegistry, found[1])
 
