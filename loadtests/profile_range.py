@@ -99,6 +99,7 @@ class StageTimer:
             timer.patch(records, name, "row hashing")
         timer.patch(records, "parse_block", "pyarrow parse")
         timer.patch(CsvSchema, "validate", "validation")
+        timer.patch(CsvSchema, "validate_table", "validation")
         timer.patch(processor, "_dead_letter_rows", "dead letters")
         timer.patch(processor, "_dedup", "dedup")
         timer.patch(processor, "_output_table", "provenance + output table")

@@ -32,7 +32,8 @@ from ingest.s3csv.ranges import CsvDialect, CsvFormatError
 from ingest.s3csv.reader import iter_decompressed, read_range
 from ingest.s3csv.records import ParsedRange, parse_records
 from ingest.s3csv.segments import split_stream
-from ingest.schemas import CsvSchema, SchemaRegistry, ValidationResult
+from ingest.schema_arrow import TableValidation
+from ingest.schemas import CsvSchema, SchemaRegistry
 from ingest.sinks import Sink
 
 __all__ = ["RangeProcessor", "RangeSpec", "range_identity"]
@@ -255,7 +256,7 @@ class RangeProcessor:
             first_line=segment.first_line,
             base_offset=segment.base_offset,
         )
-        result = schema.validate(parsed.table, spec.mapping or None)
+        result = schema.validate_table(parsed.table, spec.mapping or None)
         entries = self._dead_letter_rows(spec, schema, segment, parsed, result)
         if dead_letter:
             # Before the output: a re-run that finds the output must find these too.
@@ -264,7 +265,7 @@ class RangeProcessor:
         rejected = len(entries)
         owner = f"{spec.rangeId}-{part:04d}"
         positions, keep = self._dedup(spec, schema, parsed, result, owner)
-        table = self._output_table(spec, schema, parsed, result, positions[keep])
+        table = self._output_table(spec, schema, parsed, result, positions[keep], keep)
         written = self.sink.write_table(name, table)
         summary = RangeSummary(
             rangeId=spec.rangeId,
@@ -283,14 +284,14 @@ class RangeProcessor:
         spec: RangeSpec,
         schema: CsvSchema,
         parsed: ParsedRange,
-        result: ValidationResult,
+        result: TableValidation,
         owner: str,
     ) -> tuple[np.ndarray, np.ndarray]:
-        positions = result.valid_positions
+        positions = result.positions
         if self.dedup is None or len(positions) == 0:
             return positions, np.ones(len(positions), dtype=bool)
         key_fields = schema.key_fields or self.settings.s3csv.deduplication.key_fields
-        if key_fields and all(f in result.valid.columns for f in key_fields):
+        if key_fields and all(f in result.valid.column_names for f in key_fields):
             ids = key_field_identities(result.valid, key_fields)
         else:
             hashes = parsed.content_hashes
@@ -305,8 +306,9 @@ class RangeProcessor:
         spec: RangeSpec,
         schema: CsvSchema,
         parsed: ParsedRange,
-        result: ValidationResult,
+        result: TableValidation,
         positions: np.ndarray,
+        keep: np.ndarray,
     ) -> pa.Table:
         n = len(positions)
         every_row = n == parsed.table.num_rows  # the common case: no take() needed
@@ -315,8 +317,9 @@ class RangeProcessor:
             # Chunked columns stay chunked: Table.to_struct_array copes, a copy costs.
             return array if every_row else array.take(pa.array(positions, type=pa.int64()))
 
-        valid = result.valid if len(result.valid) == n else result.valid.loc[positions]
-        data = pa.Table.from_pandas(valid, preserve_index=False)
+        # Validated rows are Arrow already (schema.validate_table): no pandas round trip.
+        valid = result.valid if result.valid.num_rows == n else result.valid.filter(pa.array(keep))
+        data = valid
         builder = ProvenanceBuilder(
             source_id=f"{spec.bucket}/{spec.key}",
             source_type="S3",
@@ -350,7 +353,7 @@ class RangeProcessor:
         self, schema: CsvSchema, spec: RangeSpec, parsed: ParsedRange, valid: Any, pick: Any, n: int
     ) -> pa.Array:
         column = schema.observed_at_column
-        if column is None or n == 0 or column not in valid.columns:
+        if column is None or n == 0 or column not in valid.column_names:
             return pa.nulls(n, type=pa.string())
         source = {v: k for k, v in spec.mapping.items()}.get(column, column)
         custom = column in (schema.options.datetime_formats or {})
@@ -358,7 +361,7 @@ class RangeProcessor:
             # The source text already passed ISO 8601 parsing; formatting it again costs
             # microseconds a row, so provenance keeps the observation time as written.
             return pick(parsed.table.column(source))
-        return _format_timestamps(valid[column], n)
+        return _format_timestamps(valid.column(column), n)
 
     def _dead_letter_rows(
         self,
@@ -366,7 +369,7 @@ class RangeProcessor:
         schema: CsvSchema,
         segment: _Segment,
         parsed: ParsedRange,
-        result: ValidationResult,
+        result: TableValidation,
     ) -> list[Any]:
         common: dict[str, Any] = {
             "import_id": spec.importId,
@@ -460,7 +463,7 @@ def _struct_column(columns: dict[str, Any], n: int) -> pa.Array | pa.ChunkedArra
 def _format_timestamps(values: Any, n: int) -> pa.Array:
     import pyarrow.compute as pc
 
-    array = pa.array(values, from_pandas=True)
+    array = values if isinstance(values, pa.ChunkedArray | pa.Array) else pa.array(values)
     if not pa.types.is_timestamp(array.type):
         return pc.cast(array, pa.string())
     text = pc.strftime(array, format="%Y-%m-%dT%H:%M:%S")
