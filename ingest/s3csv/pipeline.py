@@ -32,6 +32,7 @@ from ingest.s3csv.ranges import CsvDialect, CsvFormatError
 from ingest.s3csv.reader import iter_decompressed, read_range
 from ingest.s3csv.records import ParsedRange, parse_records
 from ingest.s3csv.segments import split_stream
+from ingest.s3csv.spans import SpanLedger, read_own_records
 from ingest.schema_arrow import TableValidation
 from ingest.schemas import CsvSchema, SchemaRegistry
 from ingest.sinks import Sink
@@ -65,6 +66,11 @@ class RangeSpec(BaseModel):
     mapping: dict[str, str] = {}
     ingestedBy: str
     parentId: str | None = None
+    # Set by the planner for a nominal span of a large object that finds its own records
+    # (ingest.s3csv.spans): start/end are then the span, not record boundaries.
+    spanSize: int | None = None
+    objectSize: int | None = None
+    bodyStart: int = 0  # where the records after the header start (span 0 starts there)
 
     @property
     def uri(self) -> str:
@@ -203,10 +209,40 @@ class RangeProcessor:
                 split_stream(chunks, self.settings.s3csv.range_size, self.dialect), spec
             )
             return
+        if spec.spanSize is not None:
+            yield from self._own_records(spec)
+            return
         data = self.breaker.call(
             lambda: read_range(self.s3, spec.bucket, spec.key, spec.start, spec.end, spec.etag)
         )
         yield from self._with_header(iter([(data, spec.start)]), spec)
+
+    def _own_records(self, spec: RangeSpec) -> Iterator[_Segment]:
+        """A nominal span: fetch it once, find its records (see ingest.s3csv.spans)."""
+
+        def read(start: int, end: int) -> bytes:
+            return self.breaker.call(
+                lambda: read_range(self.s3, spec.bucket, spec.key, start, end, spec.etag)
+            )
+
+        assert spec.spanSize is not None and spec.objectSize is not None
+        own = read_own_records(
+            read,
+            SpanLedger(self.redis, spec.bucket, spec.key, spec.etag, spec.spanSize),
+            index=spec.index,
+            span=spec.spanSize,
+            object_size=spec.objectSize,
+            body_start=spec.bodyStart,
+            body_first_line=spec.firstLine,
+            quotechar=self.dialect.quotechar,
+        )
+        if not own.data:
+            return
+        if spec.headerB64 is not None:
+            names = _header_names(base64.b64decode(spec.headerB64), self.dialect)
+        else:
+            names = _positional_names(own.data, self.dialect)
+        yield _Segment(own.data, names, own.first_line, own.offset)
 
     def _with_header(
         self, pieces: Iterator[tuple[bytes, int]], spec: RangeSpec
