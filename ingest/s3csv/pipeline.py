@@ -146,6 +146,7 @@ class RangeProcessor:
             total.rowsStored += summary.rowsStored
             total.rowsRejected += summary.rowsRejected
             total.duplicatesDropped += summary.duplicatesDropped
+            total.blankLines += summary.blankLines
             total.resumed = total.resumed or summary.resumed
         self._save_summary(spec.rangeId, "all", total)
         return total
@@ -309,6 +310,7 @@ class RangeProcessor:
             rowsRejected=rejected,
             duplicatesDropped=int(len(keep) - keep.sum()),
             resumed=written.present > 0,
+            blankLines=parsed.blank_lines,
         )
         self._save_summary(spec.rangeId, str(part), summary)
         if self.dedup is not None:
