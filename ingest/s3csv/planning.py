@@ -16,7 +16,7 @@ from ingest.s3csv.ranges import (
     plan_ranges,
     scan_newlines,
 )
-from ingest.s3csv.reader import ObjectInfo, is_compressed, list_objects, read_range
+from ingest.s3csv.reader import ObjectInfo, is_compressed, iter_object, list_objects
 from ingest.schemas import SchemaRegistry
 
 __all__ = ["ImportPlan", "plan_import"]
@@ -138,15 +138,23 @@ def _body_start(
     s3: Any, bucket: str, obj: ObjectInfo, dialect: CsvDialect
 ) -> tuple[int, int, bytes | None] | None:
     """Where the records start, their first line and the raw header, from the object's
-    first bytes (a ranged GET of 64 KiB, up to 1 MiB for a long header); None: no records."""
+    first bytes (the start of a plain GET, closed once the header is in: 64 KiB pieces, at
+    most 1 MiB); None: no records after the header."""
     if not dialect.header:
         return 0, 1, None
-    for limit in (HEADER_LOOK, MAX_HEADER_BYTES):
-        head = read_range(s3, bucket, obj.key, 0, min(obj.size, limit), obj.etag)
-        scan = scan_newlines(head, dialect.quote_byte)
-        if len(scan.record_ends):
-            end = int(scan.record_ends[0]) + 1
-            return end, int((scan.newlines < end).sum()) + 1, head[:end]
-        if len(head) == obj.size:
-            return None  # a header and nothing else
+    head = b""
+    chunks = iter_object(s3, bucket, obj.key, HEADER_LOOK, obj.etag)
+    try:
+        for chunk in chunks:
+            head += chunk
+            scan = scan_newlines(head, dialect.quote_byte)
+            if len(scan.record_ends):
+                end = int(scan.record_ends[0]) + 1
+                return end, int((scan.newlines < end).sum()) + 1, head[:end]
+            if len(head) >= MAX_HEADER_BYTES:
+                break
+    finally:
+        chunks.close()  # type: ignore[attr-defined]  # a generator: closes the response
+    if len(head) == obj.size:
+        return None  # a header and nothing else
     raise CsvFormatError(f"no end of the header in the first {MAX_HEADER_BYTES} bytes")
