@@ -142,11 +142,8 @@ def read_own_records(
     fetched = min(object_size, stop + OVERLAP)
     data = read(begin, fetched)
     own_from = nominal - begin
-    ledger.publish(
-        index,
-        data.count(LF, own_from, stop - begin),
-        data.count(quote, own_from, stop - begin),
-    )
+    own_quotes = data.count(quote, own_from, stop - begin)
+    ledger.publish(index, data.count(LF, own_from, stop - begin), own_quotes)
     if index == 0:
         lines_before, quotes_before = 0, 0
     else:
@@ -164,7 +161,9 @@ def read_own_records(
         return OwnRecords(b"", begin + first, 0)
     # Where the last record ends: the first record boundary at or after ``stop``.
     last = stop - 1 - begin
-    tail_parity = (quotes_before + data.count(quote, 0, last)) & 1
+    # Quotes in data[:last], from the span's own count: no third pass over the bytes.
+    before_last = (own_from and data[0] == quote[0]) + own_quotes - (data[last] == quote[0])
+    tail_parity = (quotes_before + before_last) & 1
     end = _first_record_end(data, last, tail_parity, quote[0])
     while end is None and fetched < object_size:
         more = read(fetched, min(object_size, fetched + 4 * OVERLAP))
