@@ -104,6 +104,11 @@ class StageTimer:
         timer.patch(processor, "_dedup", "dedup")
         timer.patch(processor, "_output_table", "provenance + output table")
         timer.patch(processor.sink, "write_table", "parquet write")
+        timer.patch(pipeline, "read_own_records", "span boundaries + counts")
+        timer.patch(processor, "_stored_summary", "bookkeeping (summaries, marks)")
+        timer.patch(processor, "_save_summary", "bookkeeping (summaries, marks)")
+        if processor.dedup is not None:
+            timer.patch(processor.dedup, "forget_owner", "bookkeeping (summaries, marks)")
         return timer
 
     def patch(self, owner: Any, name: str, step: str) -> None:

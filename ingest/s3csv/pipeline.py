@@ -28,7 +28,7 @@ from ingest.errors import PermanentError
 from ingest.provenance import ProvenanceBuilder, constant_text_column
 from ingest.s3csv.header import split_header
 from ingest.s3csv.imports import RangeSummary
-from ingest.s3csv.ranges import CsvDialect, CsvFormatError
+from ingest.s3csv.ranges import CsvDialect, CsvFormatError, NewlineScan
 from ingest.s3csv.reader import iter_decompressed, read_range
 from ingest.s3csv.records import ParsedRange, parse_records
 from ingest.s3csv.segments import split_stream
@@ -103,6 +103,7 @@ class _Segment:
     names: tuple[str, ...]
     first_line: int
     base_offset: int
+    scan: NewlineScan | None = None  # the newline scan of ``data``, when made already
 
 
 class RangeProcessor:
@@ -243,7 +244,7 @@ class RangeProcessor:
             names = _header_names(base64.b64decode(spec.headerB64), self.dialect)
         else:
             names = _positional_names(own.data, self.dialect)
-        yield _Segment(own.data, names, own.first_line, own.offset)
+        yield _Segment(own.data, names, own.first_line, own.offset, own.scan)
 
     def _with_header(
         self, pieces: Iterator[tuple[bytes, int]], spec: RangeSpec
@@ -292,6 +293,7 @@ class RangeProcessor:
             dialect=self.dialect,
             first_line=segment.first_line,
             base_offset=segment.base_offset,
+            scan=segment.scan,
         )
         result = schema.validate_table(parsed.table, spec.mapping or None)
         entries = self._dead_letter_rows(spec, schema, segment, parsed, result)

@@ -9,8 +9,9 @@ span task counts both over its own span as soon as its bytes arrive and publishe
 Redis (:class:`SpanLedger`); span *i* adds up the counts of spans ``0..i-1``. Spans run in
 order and publish before any other work, so the counts a span needs are there, or arrive
 within moments, from the spans running beside it. If one has not arrived within
-``COUNT_WAIT`` seconds (its task is waiting for a retry, or its worker died), the span counts
-that span's bytes itself, streaming, and publishes them: slower, never wrong, never stuck.
+``COUNT_WAIT`` seconds (its task is waiting for a retry, or its worker died), the span reads
+that span's bytes itself (the same ranged GET that span makes), counts and publishes them:
+slower, never wrong, never stuck.
 
 Counts are a property of the object's bytes, so the ledger is keyed by the object version
 (bucket, key, ETag) and the span size, and a re-run or another import of the same object
@@ -25,9 +26,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import redis
 
-from ingest.s3csv.ranges import scan_newlines
+from ingest.s3csv.ranges import NewlineScan, scan_newlines
 
 __all__ = ["COUNT_WAIT", "OVERLAP", "OwnRecords", "SpanLedger", "read_own_records"]
 
@@ -36,7 +38,6 @@ OVERLAP = 64 << 10
 # How long a span waits for its predecessors' counts before counting their bytes itself.
 COUNT_WAIT = 10.0
 COUNT_POLL = 0.02
-COUNT_PIECE = 8 << 20
 LEDGER_TTL = 7 * 86400
 LF = b"\n"
 
@@ -45,11 +46,13 @@ Reader = Callable[[int, int], bytes]  # (start, end) -> the object's bytes [star
 
 @dataclass(frozen=True)
 class OwnRecords:
-    """The records of one span: their bytes, offset in the object and first line number."""
+    """The records of one span: their bytes, offset in the object and first line number,
+    and the newline scan of those bytes when it was made here (None: not made)."""
 
     data: bytes
     offset: int
     first_line: int
+    scan: NewlineScan | None = None
 
 
 class SpanLedger:
@@ -79,18 +82,31 @@ class SpanLedger:
         return out
 
 
-def _count(read: Reader, start: int, end: int, quote: bytes) -> tuple[int, int]:
-    """Newlines and quotes in ``[start, end)``, read in bounded pieces."""
-    newlines = quotes = 0
-    for piece_start in range(start, end, COUNT_PIECE):
-        piece = read(piece_start, min(end, piece_start + COUNT_PIECE))
-        newlines += piece.count(LF)
-        quotes += piece.count(quote)
-    return newlines, quotes
+def _window(index: int, span: int, object_size: int) -> tuple[int, int, int, int]:
+    """What span ``index`` reads (``begin``, ``fetched``) and owns (``nominal``, ``stop``)."""
+    nominal = index * span
+    stop = min(object_size, nominal + span)
+    begin = 0 if index == 0 else nominal - 1  # one byte before: is the span's start a boundary?
+    return begin, min(object_size, stop + OVERLAP), nominal, stop
+
+
+def _count(read: Reader, index: int, span: int, object_size: int, quote: bytes) -> tuple[int, int]:
+    """Newlines and quotes of span ``index``, read as that span reads its bytes."""
+    begin, fetched, nominal, stop = _window(index, span, object_size)
+    data = read(begin, fetched)
+    return data.count(LF, nominal - begin, stop - begin), data.count(
+        quote, nominal - begin, stop - begin
+    )
 
 
 def _prefix(
-    ledger: SpanLedger, index: int, span: int, read: Reader, quote: bytes, wait: float
+    ledger: SpanLedger,
+    index: int,
+    span: int,
+    object_size: int,
+    read: Reader,
+    quote: bytes,
+    wait: float,
 ) -> tuple[int, int]:
     """Newlines and quotes before span ``index``: published counts, or counted here."""
     deadline = time.monotonic() + wait
@@ -99,7 +115,7 @@ def _prefix(
         time.sleep(COUNT_POLL)
         known = ledger.known(index)
     for missing in sorted(set(range(index)) - set(known)):
-        counts = _count(read, missing * span, (missing + 1) * span, quote)
+        counts = _count(read, missing, span, object_size, quote)
         ledger.publish(missing, *counts)
         known[missing] = counts
     return sum(n for n, _ in known.values()), sum(q for _, q in known.values())
@@ -133,38 +149,45 @@ def read_own_records(
     """Fetch span ``index`` once (plus a little past its end) and return its own records.
 
     ``body_start`` and ``body_first_line`` are where the records after the header start
-    (span 0 starts there). Publishes this span's counts before anything else can fail.
+    (span 0 starts there). Publishes this span's counts before anything else can fail. The
+    one scan of the bytes that finds the newlines and quotes also serves the parser
+    (``OwnRecords.scan``), which would otherwise scan the same bytes again.
     """
     quote = quotechar.encode("ascii")
-    nominal = index * span
-    stop = min(object_size, nominal + span)
-    begin = 0 if index == 0 else nominal - 1  # one byte before: is the span's start a boundary?
-    fetched = min(object_size, stop + OVERLAP)
+    begin, fetched, nominal, stop = _window(index, span, object_size)
     data = read(begin, fetched)
-    own_from = nominal - begin
-    own_quotes = data.count(quote, own_from, stop - begin)
-    ledger.publish(index, data.count(LF, own_from, stop - begin), own_quotes)
+    own_from, own_to = nominal - begin, stop - begin
+    found = scan_newlines(data, quote[0], keep_quotes=True)  # positions; parity comes later
+    lfs, quotes = found.newlines, found.quotes
+    assert quotes is not None
+    own_quotes = _between(quotes, own_from, own_to)
+    ledger.publish(index, _between(lfs, own_from, own_to), own_quotes)
     if index == 0:
         lines_before, quotes_before = 0, 0
     else:
-        lines_before, quotes_before = _prefix(ledger, index, span, read, quote, wait)
+        lines_before, quotes_before = _prefix(ledger, index, span, object_size, read, quote, wait)
         # Counts up to ``nominal``; the fetched data starts one byte earlier.
         lines_before -= data[0] == LF[0]
         quotes_before -= data[0] == quote[0]
-    parity = quotes_before & 1
-    if index == 0:
-        first = body_start - begin
-    else:
-        end = _first_record_end(data, 0, parity, quote[0])
-        first = len(data) if end is None else end + 1
+    # An LF ends a record when the quotes before it, in the whole object, are even.
+    ends = lfs[((np.searchsorted(quotes, lfs) + quotes_before) & 1) == 0]
+    # Span 0 starts after the header; another span after its first record-ending LF.
+    after_first_end = int(ends[0]) + 1 if len(ends) else len(data)
+    first = body_start - begin if index == 0 else after_first_end
     if begin + first >= stop:  # no record starts in this span (one long quoted field)
         return OwnRecords(b"", begin + first, 0)
+    # Span 0 starts after the header, at the line the planner found.
+    first_line = body_first_line if index == 0 else lines_before + _between(lfs, 0, first) + 1
     # Where the last record ends: the first record boundary at or after ``stop``.
-    last = stop - 1 - begin
-    # Quotes in data[:last], from the span's own count: no third pass over the bytes.
-    before_last = (own_from and data[0] == quote[0]) + own_quotes - (data[last] == quote[0])
-    tail_parity = (quotes_before + before_last) & 1
-    end = _first_record_end(data, last, tail_parity, quote[0])
+    last = own_to - 1
+    after = int(np.searchsorted(ends, last))
+    if after < len(ends) or fetched == object_size:
+        finish = int(ends[after]) + 1 if after < len(ends) else len(data)
+        own = data[first:finish]
+        return OwnRecords(own, begin + first, first_line, _shifted(found, ends, first, finish))
+    # The last record runs past what was fetched: read on until it ends.
+    tail_parity = (quotes_before + _between(quotes, 0, last)) & 1
+    end = None
     while end is None and fetched < object_size:
         more = read(fetched, min(object_size, fetched + 4 * OVERLAP))
         tail_parity = (tail_parity + data.count(quote, last)) & 1
@@ -173,6 +196,21 @@ def read_own_records(
         fetched += len(more)
         end = _first_record_end(data, last, tail_parity, quote[0])
     finish = len(data) if end is None else end + 1
-    # Span 0 starts after the header, at the line the planner found.
-    first_line = body_first_line if index == 0 else lines_before + data.count(LF, 0, first) + 1
     return OwnRecords(data[first:finish], begin + first, first_line)
+
+
+def _between(positions: np.ndarray, low: int, high: int) -> int:
+    """How many of the sorted ``positions`` are in ``[low, high)``."""
+    return int(np.searchsorted(positions, high) - np.searchsorted(positions, low))
+
+
+def _shifted(found: NewlineScan, ends: np.ndarray, first: int, finish: int) -> NewlineScan:
+    """The scan of ``data[first:finish]``, which starts at a record boundary (even parity)."""
+
+    def part(positions: np.ndarray) -> np.ndarray:
+        low, high = np.searchsorted(positions, [first, finish])
+        return positions[low:high] - first
+
+    assert found.quotes is not None
+    quotes = part(found.quotes)
+    return NewlineScan(part(found.newlines), part(ends), len(quotes) & 1, quotes)

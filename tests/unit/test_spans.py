@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
-from ingest.s3csv.ranges import CsvDialect, index_boundaries
+from ingest.s3csv import spans as spans_module
+from ingest.s3csv.ranges import CsvDialect, index_boundaries, scan_newlines
 from ingest.s3csv.spans import OwnRecords, read_own_records
 
 DIALECT = CsvDialect()
@@ -67,8 +69,22 @@ def own_spans(data: bytes, span: int, order: list[int], ledger: Ledger) -> list[
     return [got[i] for i in range(count)]
 
 
+def assert_scan_is_the_parsers(own: OwnRecords) -> None:
+    """The scan handed to the parser is the one it would make of the span's bytes."""
+    if own.scan is None:
+        return
+    fresh = scan_newlines(own.data, ord('"'), keep_quotes=True)
+    assert fresh.quotes is not None and own.scan.quotes is not None
+    for name in ("newlines", "record_ends", "quotes"):
+        assert np.array_equal(getattr(own.scan, name), getattr(fresh, name)), name
+    assert own.scan.parity == fresh.parity
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_spans_match_the_pre_pass(seed: int) -> None:
+@pytest.mark.parametrize("overlap", [3, 64 << 10])
+def test_spans_match_the_pre_pass(seed: int, overlap: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A small overlap makes spans read on past it to find their last record's end.
+    monkeypatch.setattr(spans_module, "OVERLAP", overlap)
     rng = random.Random(seed)
     data = csv_bytes(rng, 400, crlf=seed % 2 == 1)
     for span in (50, 97, 256, 1000, 4096):
@@ -84,6 +100,8 @@ def test_spans_match_the_pre_pass(seed: int) -> None:
         ]
         assert [s.first_line for s in non_empty] == [r.first_line for r in expected.ranges]
         assert b"".join(s.data for s in spans) == data[data.index(b"\n") + 1 :]
+        for own in spans:
+            assert_scan_is_the_parsers(own)
 
 
 def test_a_quoted_field_longer_than_a_span_stays_whole() -> None:
