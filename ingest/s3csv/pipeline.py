@@ -28,6 +28,7 @@ from ingest.errors import PermanentError
 from ingest.provenance import ProvenanceBuilder, constant_text_column
 from ingest.s3csv.header import split_header
 from ingest.s3csv.imports import RangeSummary
+from ingest.s3csv.memory import retain_freed_memory
 from ingest.s3csv.ranges import CsvDialect, CsvFormatError, NewlineScan
 from ingest.s3csv.reader import iter_decompressed, read_range
 from ingest.s3csv.records import ParsedRange, parse_records
@@ -133,6 +134,8 @@ class RangeProcessor:
             cfg.breaker_reset_seconds,
         )
         self.dialect = CsvDialect(cfg.delimiter, cfg.quote_char, cfg.encoding, cfg.header)
+        if cfg.retain_freed_memory:
+            retain_freed_memory()  # once per process (ingest.s3csv.memory)
 
     # -- the whole range -------------------------------------------------------------------
     def process(self, spec: RangeSpec) -> RangeSummary:
