@@ -14,8 +14,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -28,6 +29,7 @@ __all__ = [
     "Settings",
     "SignatureSettings",
     "SourceConfig",
+    "WatchConfig",
     "env_overrides",
     "load_settings",
 ]
@@ -70,6 +72,38 @@ class DedupConfig(Section):
 class RateLimitConfig(Section):
     max_per_second: float = Field(1000, gt=0, description="Token refill rate, events per second.")
     burst_size: int = Field(1500, ge=1, description="Bucket capacity: the largest burst allowed.")
+
+
+class WatchConfig(Section):
+    """A watched S3 prefix: objects created under it are imported from its SQS notifications."""
+
+    name: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Name of the watch (letters, digits, `_.-`); shown in imports and metrics.",
+    )
+    queue_url: str = Field(
+        ...,
+        pattern=r"^https?://\S+$",
+        description="URL of the SQS queue that receives the bucket's event notifications.",
+    )
+    bucket: str = Field(..., min_length=3, max_length=63, description="Bucket the watch accepts.")
+    prefix: str = Field("", description="Key prefix the watch accepts; others are refused.")
+    schema_name: str = Field(
+        ..., alias="schema", min_length=1, description="CSV schema of the objects."
+    )
+    purpose: str = Field(..., min_length=1, description="Why the data is ingested (provenance).")
+    classification: str | None = Field(None, description="Classification (provenance).")
+    mapping: dict[str, str] = Field(
+        default_factory=dict, description="CSV header -> column name, applied before validation."
+    )
+    ingested_by: str | None = Field(
+        None, description="`ingestedBy` recorded in provenance; default `watch:<name>`."
+    )
+
+    @property
+    def actor(self) -> str:
+        return self.ingested_by or f"watch:{self.name}"
 
 
 class S3CsvConfig(Section):
@@ -119,14 +153,62 @@ class S3CsvConfig(Section):
         description="Worker processes keep freed memory for the next range (no page faults "
         "on its buffers; the process keeps its peak heap).",
     )
+    watches: list[WatchConfig] = Field(
+        default_factory=list,
+        description="Watched prefixes imported from S3 event notifications (see below).",
+    )
+    poll_watches: bool = Field(
+        True, description="Whether the `worker` entry polls the watches' SQS queues."
+    )
+    watch_wait_seconds: int = Field(
+        20, ge=1, le=20, description="SQS long-poll wait of one receive, in seconds."
+    )
+
+    @field_validator("watches")
+    @classmethod
+    def _watches_consistent(cls, watches: list[WatchConfig], info: Any) -> list[WatchConfig]:
+        allowed = info.data.get("allowed_buckets") or []
+        names: set[str] = set()
+        queues: set[str] = set()
+        for i, watch in enumerate(watches):
+            if watch.name in names:
+                raise ValueError(f"{i}.name: another watch is named {watch.name!r}")
+            if watch.queue_url in queues:
+                raise ValueError(f"{i}.queueUrl: another watch polls {watch.queue_url}")
+            if allowed and watch.bucket not in allowed:
+                raise ValueError(f"{i}.bucket: {watch.bucket!r} is not in s3csv.allowedBuckets")
+            names.add(watch.name)
+            queues.add(watch.queue_url)
+        return watches
 
 
 class SignatureSettings(Section):
-    scheme: Literal["standard-webhooks", "hmac-sha256", "none"]
+    scheme: (
+        Literal["standard-webhooks", "hmac-sha256", "stripe", "slack", "twilio", "none"] | None
+    ) = Field(
+        None, description="How requests are signed; unset: the scheme of the source's provider."
+    )
     secrets: list[str] = Field(default_factory=list, description="Several secrets for rotation.")
-    header: str = Field("X-Hub-Signature-256", description="hmac-sha256: the signature header.")
-    prefix: str = Field("sha256=", description="hmac-sha256: prefix before the hex digest.")
-    tolerance_seconds: int = Field(300, ge=1, description="standard-webhooks timestamp tolerance.")
+    # Unset (None) means "the provider's, else the scheme's default", so that a config written
+    # back from `ingest config show` keeps meaning the same.
+    header: str | None = Field(
+        None,
+        description="hmac-sha256: the signature header; unset: the provider's, else "
+        "X-Hub-Signature-256.",
+    )
+    prefix: str | None = Field(
+        None,
+        description="hmac-sha256: prefix before the digest; unset: the provider's, else sha256=.",
+    )
+    tolerance_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="Seconds a signed timestamp may be off (standard-webhooks, stripe, slack); "
+        "unset: the provider's, else 300.",
+    )
+    encoding: Literal["hex", "base64"] | None = Field(
+        None, description="hmac-sha256: how the digest is written; unset: the provider's, else hex."
+    )
 
     @field_validator("secrets")
     @classmethod
@@ -150,6 +232,38 @@ class SourceConfig(Section):
     event_schema: str | None = Field(
         None, description="Name of a JSON Schema file in the schemas dir events must satisfy."
     )
+    provider: (
+        Literal["stripe", "github", "shopify", "slack", "twilio", "standard-webhooks"] | None
+    ) = Field(
+        None,
+        description="Preset of signature scheme, idempotency key and observedAt as the provider "
+        "signs them; settings given explicitly win (see docs/webhooks.md).",
+    )
+    public_url: str | None = Field(
+        None,
+        description="twilio: the public base URL (scheme and host) the provider posts to; "
+        "X-Forwarded-* headers are never trusted instead.",
+    )
+    id_header: str | None = Field(
+        None, description="Request header whose value is the idempotency key, before any other."
+    )
+    observed_at_header: str | None = Field(
+        None, description="Request header holding when the event was observed (epoch or ISO 8601)."
+    )
+
+    @model_validator(mode="after")
+    def _scheme_or_provider(self) -> SourceConfig:
+        if self.signature.scheme is None and self.provider is None:
+            raise ValueError("signature.scheme is required unless the source names a provider")
+        if (self.signature.scheme or self.provider) == "twilio" and not self.public_url:
+            raise ValueError("publicUrl is required for twilio: the URL Twilio signs")
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+                raise ValueError(
+                    "publicUrl must be an http(s) URL without a query, like https://host"
+                )
+        return self
 
 
 class IdempotencyConfig(Section):
@@ -160,7 +274,10 @@ class IdempotencyConfig(Section):
 
 class BackpressureConfig(Section):
     high_water_mark: int = Field(
-        5000, ge=1, description="Webhook batch tasks waiting in the broker before 503."
+        200_000,
+        ge=1,
+        description="Accepted events of one source waiting to be stored (its stream) before "
+        "new ones are answered 503.",
     )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After sent with a 503.")
 
@@ -170,13 +287,13 @@ class HttpConfig(Section):
         3001, ge=1, le=65535, description="Seed key; the web process binds $PORT (see `port`)."
     )
     buffer_size: int = Field(
-        200, ge=1, le=10_000, description="Most events per published batch (one task message)."
+        200, ge=1, le=10_000, description="Most events a drain stores as one batch (one sink file)."
     )
     batch_interval: int = Field(
         10,
         ge=0,
-        description="Milliseconds a partial batch waits for more events; a request waits with "
-        "it. 0: no wait, publish as soon as the previous publish is done (group commit).",
+        description="Seed key, kept for its configs: no request waits for a batch any more (an "
+        "event is durable when answered, and drains store whatever has arrived).",
     )
     idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
     rate_limit: RateLimitConfig = Field(
@@ -199,10 +316,10 @@ class HttpConfig(Section):
     )
     backpressure: BackpressureConfig = Field(default_factory=BackpressureConfig)
     redeliver_after: int = Field(
-        300,
+        60,
         ge=1,
-        description="Seconds after which a worker republishes an accepted batch not yet stored "
-        "(the outbox); longer than a batch may wait in a full queue.",
+        description="Seconds after which an accepted event read by a drain and not stored (the "
+        "drain died, or storing failed) is read again by another drain.",
     )
     admin_rate_limit: str = Field("60/minute", description="flask-limiter limit per client IP.")
 
@@ -252,6 +369,9 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = Field(None, description="Celery broker when not that Redis.")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint; unset is AWS.")
+    sqs_endpoint_url: str | None = Field(
+        None, description="SQS-compatible endpoint of the watches; unset: s3EndpointUrl, then AWS."
+    )
     sink_uri: str = Field("file://./var/sink", description="Where stored records go.")
     schemas_dir: str | None = Field(None, description="Extra directory of CSV schema files.")
     admin_token: str | None = Field(None, description="Bearer token of every /admin endpoint.")
@@ -269,6 +389,10 @@ class Settings(BaseSettings):
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def effective_sqs_endpoint_url(self) -> str | None:
+        return self.sqs_endpoint_url or self.s3_endpoint_url
 
     @property
     def idempotency_redis_url(self) -> str:

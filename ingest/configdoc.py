@@ -85,11 +85,12 @@ def _rows(model: type[BaseModel], path: list[str], dynamic: bool = False) -> lis
 
 
 def configuration_markdown() -> str:
-    from ingest.config import RateLimitConfig, SourceConfig
+    from ingest.config import RateLimitConfig, SourceConfig, WatchConfig
 
     rows = _rows(Settings, [])
     rows += _rows(RateLimitConfig, ["(rate limits)"])
     rows += _rows(SourceConfig, ["http", "sources", "<name>"], dynamic=True)
+    rows += _rows(WatchConfig, ["s3csv", "watches[]"], dynamic=True)
     return HEADER + "\n".join(rows) + "\n" + _examples()
 
 
@@ -100,6 +101,8 @@ EXAMPLE_NOTES = {
     "local-dev.json": "Local development: local Redis and S3 server, a signed and an unsigned "
     "webhook source, console logs.",
     "s3-only.json": "Bulk S3/CSV imports only, into an S3 sink, from an allowed bucket.",
+    "s3-watch.json": "Continuous ingestion: a watched prefix imported from its S3 event "
+    "notifications (SQS), see docs/s3-import.md.",
     "webhooks-only.json": "Webhooks only: two sources (Standard Webhooks and GitHub-style "
     "HMAC), limits and backpressure.",
     "production.json": "Production-like: shared Redis, S3 sink, bounded DLQ, JSON logs.",

@@ -75,14 +75,14 @@ class QueueDepthCollector(Collector):
         dlq_depth: Callable[[], int],
         max_age: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
-        outbox_depth: Callable[[], int] | None = None,
+        webhook_backlog: Callable[[], int] | None = None,
     ) -> None:
         self._client, self._queues, self._dlq_depth = client, tuple(queues), dlq_depth
-        self._outbox_depth = outbox_depth
+        self._webhook_backlog = webhook_backlog
         self._max_age, self._clock = max_age, clock
         self._lock = threading.Lock()
         self._reading: tuple[float, dict[str, int], int] | None = None
-        self._outbox: int | None = None
+        self._waiting: int | None = None
 
     def _read(self) -> tuple[dict[str, int], int]:
         pipe = self._client().pipeline(transaction=False)
@@ -91,8 +91,8 @@ class QueueDepthCollector(Collector):
                 pipe.llen(name)
         lengths = iter(int(n) for n in pipe.execute())
         per_queue = {q: sum(next(lengths) for _ in kombu_queue_lists(q)) for q in self._queues}
-        if self._outbox_depth is not None:
-            self._outbox = self._outbox_depth()
+        if self._webhook_backlog is not None:
+            self._waiting = self._webhook_backlog()
         return per_queue, self._dlq_depth()
 
     def readings(self) -> tuple[dict[str, int], int]:
@@ -124,11 +124,11 @@ class QueueDepthCollector(Collector):
             depth.add_metric([queue], count)
         yield depth
         yield GaugeMetricFamily("ingest_dlq_entries", "Entries in the dead-letter queue.", dlq)
-        if self._outbox is not None:
+        if self._waiting is not None:
             yield GaugeMetricFamily(
-                "ingest_webhook_outbox_batches",
-                "Accepted webhook batches not yet stored (the outbox).",
-                self._outbox,
+                "ingest_webhook_events_waiting",
+                "Accepted webhook events not yet stored (in the sources' streams).",
+                self._waiting,
             )
 
 

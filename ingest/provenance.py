@@ -68,6 +68,9 @@ class ProvenanceMetadata(BaseModel):
     lineNumber: int | None = None
     byteOffset: int | None = None
     eventId: str | None = None
+    # When a webhook event was received (equal to ingestedAt) and when it was stored.
+    receivedAt: str | None = None
+    storedAt: str | None = None
 
     @field_validator("contentHash")
     @classmethod
@@ -76,7 +79,7 @@ class ProvenanceMetadata(BaseModel):
             raise ValueError("contentHash must be 64 lower-case hex characters (SHA-256)")
         return value
 
-    @field_validator("ingestedAt", "observedAt")
+    @field_validator("ingestedAt", "observedAt", "receivedAt", "storedAt")
     @classmethod
     def _iso(cls, value: str | None) -> str | None:
         return None if value is None else _check_iso8601(value)

@@ -138,6 +138,25 @@ def capture_context() -> Context:
     return otel_context.get_current()
 
 
+def traceparent() -> str | None:
+    """The current trace context as a W3C ``traceparent`` value, to carry it through a store
+    (a webhook event's stream entry); None while tracing is off."""
+    if _provider is None:
+        return None
+    from opentelemetry.propagate import inject
+
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier.get("traceparent")
+
+
+def context_from(value: str) -> Context:
+    """The trace context a :func:`traceparent` value carried."""
+    from opentelemetry.propagate import extract
+
+    return extract({"traceparent": value})
+
+
 @contextmanager
 def attached(ctx: Context | None) -> Iterator[None]:
     """Run a block in a context captured elsewhere, so its spans join that trace."""

@@ -4,10 +4,10 @@ Starts a private Redis (``ingest.devstack``), builds the web app with ``create_a
 source configured as ``loadtests/run.py`` configures its ``load`` source (Standard Webhooks
 signature, rate limits too high to matter), then calls the WSGI app directly with N signed,
 unique events from a pool of gevent greenlets, as a gunicorn gevent worker would. Events go
-through the real group-commit publisher into that Redis (no Celery worker drains it).
+through the real accept script into their source's stream (no Celery worker drains it).
 
-What it prints is CPU time (``time.process_time``: every thread and greenlet of the process,
-publisher included) per request, which the other jobs of a shared machine hardly disturb,
+What it prints is CPU time (``time.process_time``: every thread and greenlet of the process)
+per request, which the other jobs of a shared machine hardly disturb,
 unlike wall-clock rates. The requests are built before the clock starts, so the load
 generator's own work is not counted; gunicorn's HTTP parsing is not either. Examples::
 
@@ -17,11 +17,9 @@ generator's own work is not counted; gunicorn's HTTP parsing is not either. Exam
     .venv/bin/python loadtests/profile_webhook.py --concurrency 1 --profile  # clean call tree
     .venv/bin/python loadtests/profile_webhook.py --rate 500 --concurrency 600  # as k6 sends
 
-Closed loop (the default) keeps ``--concurrency`` requests in flight, so the publisher's
-batches are as large as that: the per-batch costs (outbox, broker message, completions) are
-shared by many requests. At an arrival rate (``--rate``), a batch holds what arrives in
-``--batch-interval`` ms, as under k6; below saturation that is fewer events, each paying a
-larger share of its batch (see the Redis commands per request that each round prints).
+Closed loop (the default) keeps ``--concurrency`` requests in flight; concurrent requests
+share Redis round trips (pipelined scripts, ``CoalescedScript``), so the per-round-trip costs
+are shared the more the higher the load (see the Redis commands per request each round prints).
 
 ``--profile`` wraps the measured requests in cProfile (which roughly doubles their cost):
 read the shares, not the absolute figures. With greenlets, cumulative times of frames that
@@ -122,15 +120,10 @@ def web_app(
     use_multiprocess_values()
     try:
         from webapp import create_app
-        from webapp.publisher import stop_publisher
 
         secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         settings = settings_for(redis_url, args, secret, sink, source_name)
-        app = create_app(settings)
-        try:
-            yield app, settings, secret
-        finally:
-            stop_publisher(app)
+        yield create_app(settings), settings, secret
     finally:
         metrics_dir.cleanup()
 

@@ -17,6 +17,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import demo_watch  # noqa: E402  (scripts/, beside this file)
+
 from ingest.devstack import (  # noqa: E402
     ManagedProcess,
     MotoServer,
@@ -28,6 +30,9 @@ from ingest.devstack import (  # noqa: E402
 
 DEMO_SOURCE = "demo"
 DEMO_SECRET = "whsec_ZGVtby1zZWNyZXQtZGVtby1zZWNyZXQtZGVtby0xMjM0"
+# Sources with provider presets: the demo signs one event the way each provider does.
+STRIPE_SOURCE, STRIPE_SECRET = "demo-stripe", "whsec_demo_stripe_endpoint_secret"
+GITHUB_SOURCE, GITHUB_SECRET = "demo-github", "demo-github-webhook-secret"
 
 
 def say(message: str) -> None:
@@ -59,6 +64,7 @@ class Stack:
         self.workdir = workdir
         self.processes: list[ManagedProcess] = []
         self.env = dict(os.environ)
+        self.watching = False
 
     def start_services(self) -> None:
         if not self.env.get("INGEST_REDIS_URL"):
@@ -86,10 +92,22 @@ class Stack:
                         "signature": {"scheme": "standard-webhooks", "secrets": [DEMO_SECRET]},
                         "purpose": "demo",
                         "classification": "unclassified",
-                    }
+                    },
+                    STRIPE_SOURCE: {
+                        "provider": "stripe",
+                        "signature": {"secrets": [STRIPE_SECRET]},
+                        "purpose": "demo",
+                    },
+                    GITHUB_SOURCE: {
+                        "provider": "github",
+                        "signature": {"secrets": [GITHUB_SECRET]},
+                        "purpose": "demo",
+                    },
                 }
             ),
         )
+        bucket = self.env.get("INGEST_DEMO_BUCKET", "intelgraph-demo")
+        self.watching = demo_watch.configure_watch(self.env, bucket, say)
         self.env["PORT"] = self.env.get("PORT") or str(free_port())
         self.env["FLOWER_PORT"] = self.env.get("FLOWER_PORT") or str(free_port())
 
@@ -239,6 +257,67 @@ def send_webhooks(base: str, stack: Stack, count: int = 200) -> dict[str, Any]:
     }
 
 
+def send_provider_events(base: str, stack: Stack) -> dict[str, Any]:
+    """Send one Stripe-signed and one GitHub-signed event, each twice (the provider retries),
+    and wait until both are stored."""
+    import hashlib
+    import hmac
+
+    from ingest.http.signatures import sign_hmac_sha256
+
+    sources = json.loads(stack.env["INGEST_HTTP__SOURCES"])
+    if STRIPE_SOURCE not in sources or GITHUB_SOURCE not in sources:
+        say("INGEST_HTTP__SOURCES has no demo-stripe/demo-github sources: provider events skipped")
+        return {}
+    run = time.strftime("%H%M%S")
+    stripe_event = {
+        "id": f"evt_demo_{run}",
+        "object": "event",
+        "type": "invoice.paid",
+        "created": int(time.time()),
+        "data": {"object": {"id": f"in_demo_{run}", "amount_paid": 2000}},
+    }
+    github_event = {"ref": "refs/heads/main", "after": f"demo{run}", "repository": {"id": 1}}
+    answers: dict[str, list[int]] = {"stripe": [], "github": []}
+    for _attempt in range(2):  # the second attempt is the provider's retry: 200 duplicate
+        body = json.dumps(stripe_event).encode()
+        ts = int(time.time())
+        signed = f"{ts}.".encode() + body
+        digest = hmac.new(STRIPE_SECRET.encode(), signed, hashlib.sha256).hexdigest()
+        headers = {"Content-Type": "application/json", "Stripe-Signature": f"t={ts},v1={digest}"}
+        url = f"{base}/v1/webhooks/{STRIPE_SOURCE}"
+        answers["stripe"].append(http("POST", url, headers=headers, raw=body)[0])
+        body = json.dumps(github_event).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": f"demo-delivery-{run}",
+            "X-Hub-Signature-256": sign_hmac_sha256(GITHUB_SECRET, body),
+        }
+        url = f"{base}/v1/webhooks/{GITHUB_SOURCE}"
+        answers["github"].append(http("POST", url, headers=headers, raw=body)[0])
+    say(
+        f"sent a Stripe-signed event to /v1/webhooks/{STRIPE_SOURCE} (answers {answers['stripe']})"
+        f" and a GitHub-signed one to /v1/webhooks/{GITHUB_SOURCE} (answers {answers['github']})"
+    )
+
+    def stored() -> int:
+        from ingest.verify import records_at
+
+        wanted = {f"evt_demo_{run}", f"demo{run}"}
+        found = [
+            r.record["data"]
+            for r in records_at(stack.env["INGEST_SINK_URI"])
+            if r.record["data"].get("id") in wanted or r.record["data"].get("after") in wanted
+        ]
+        return len(found) if len(found) >= 2 else 0
+
+    if answers["stripe"][0] == 202 and answers["github"][0] == 202:
+        held = wait_for(stored, 60, 0.2, "the Stripe and GitHub events to be stored")
+        say(f"both provider events are in the sink ({held} records)")
+    return answers
+
+
 def dlq_summary(base: str, stack: Stack) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {stack.env['INGEST_ADMIN_TOKEN']}"}
     listing = http("GET", f"{base}/admin/dlq?limit=1000", headers=auth)[1]
@@ -305,7 +384,14 @@ def main() -> int:
                 )
             },
         }
+        if stack.watching:
+            bucket = stack.env.get("INGEST_DEMO_BUCKET", "intelgraph-demo")
+            fixture = ROOT / "fixtures" / "entities" / "clean.csv"
+            summary["watch"] = demo_watch.drop_file(
+                base, stack.env, bucket, fixture, say, wait_for, http
+            )
         summary["webhooks"] = send_webhooks(base, stack)
+        summary["providerEvents"] = send_provider_events(base, stack)
         summary["deadLettered"] = dlq_summary(base, stack)
         summary["provenanceVerify"] = verify_sink(stack)
         print(json.dumps({"summary": summary}, indent=2))

@@ -221,9 +221,12 @@ def imports_show(import_id: str, as_json: bool) -> None:
 def _register_subcommands() -> None:
     from tasks.cli_dlq import dlq_group
     from tasks.cli_sink import sink_group
+    from tasks.cli_watches import imports_list, watches_command
 
     main.add_command(dlq_group)
     main.add_command(sink_group)
+    main.add_command(watches_command)
+    imports_group.add_command(imports_list)
 
 
 _register_subcommands()

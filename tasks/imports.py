@@ -36,6 +36,7 @@ def submit_import(
         )
     store = ImportStore(client)
     import_id = store.create(request, ingested_by)
+    store.index(import_id)
     sender_for(settings).send_task("ingest.s3.scan", args=[import_id], queue=QUEUE_CONTROL)
     return import_id
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from tasks import (  # noqa: F401
+    dispatch,
     dlq,
     health,
-    outbox,
     recovery,
     s3,
+    watches,
     webhooks,
 )

@@ -22,6 +22,7 @@ from ingest.runtime import Runtime
 from ingest.s3csv.imports import ImportStore, RangeSummary
 from ingest.s3csv.pipeline import RangeProcessor, RangeSpec
 from ingest.s3csv.planning import plan_import
+from ingest.s3csv.watches import watched_objects
 from tasks.app import QUEUE_CONTROL, QUEUE_RANGES
 from tasks.base import IngestTask, runtime
 
@@ -60,7 +61,15 @@ def scan_now(import_id: str) -> dict[str, Any]:
     if found is None:
         raise PermanentError(f"unknown import {import_id}")
     request, ingested_by = found
-    plan = plan_import(rt.settings, rt.s3, rt.schemas, request, import_id, ingested_by)
+    plan = plan_import(
+        rt.settings,
+        rt.s3,
+        rt.schemas,
+        request,
+        import_id,
+        ingested_by,
+        objects=watched_objects(store, import_id, rt.s3),
+    )
     key = _plan_key(import_id)
     # A re-plan (a DLQ replay) starts its chunks afresh: drop the old plan's markers.
     old_chunks = -(-int(rt.redis.llen(key)) // rt.settings.s3csv.fanout_chunk)

@@ -1,42 +1,46 @@
-"""The webhook batch task: store a published batch of events, retry, then dead-letter the batch.
+"""The webhook tasks: drain the sources' streams into the sink, and store a replayed batch.
 
-Delivery is at least once (``acks_late``); storing is idempotent per batch id, so a redelivered
-message stores nothing twice. After ``celery.maxRetries`` failed attempts the whole batch goes
-into the DLQ as one ``task`` entry whose args are the payload, so ``ingest dlq retry`` sends
-the same batch (same id, same file name) through this task again.
+``ingest.webhooks.drain`` reads a source's accepted events through the streams' consumer group
+and stores them in batches (the core is ``ingest.webhooks.drain``). Drains are started by the
+dispatcher thread that every worker's main process runs (``tasks.dispatch``).
 
-The web process keeps every batch in the outbox until it is stored (``ingest.http.outbox``):
-this task removes the entry once the batch is stored or dead-lettered, and postpones its
-republishing while a retry is scheduled.
+``ingest.webhooks.store_batch`` stores one batch payload. A drain dead-letters a batch as a
+call of this task, so ``ingest dlq retry`` sends the same batch (same id, same file name)
+through it again. Delivery is at least once (``acks_late``); storing is idempotent per batch
+id, so a redelivered message stores nothing twice.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
+import os
+import socket
+import time
 from typing import Any
 
 from celery import shared_task
-from celery.exceptions import Retry
 
+from ingest import metrics
 from ingest.dedup import DedupIndex
 from ingest.dlq import task_entry, webhook_source
-from ingest.http.outbox import Outbox
 from ingest.http.storage import store_event_batch
 from ingest.runtime import Runtime
+from ingest.tracing import batch_span, context_from
+from ingest.webhooks.drain import StreamDrainer
 from tasks.base import IngestTask, runtime
 
-__all__ = ["TASK_NAME", "store_batch"]
+__all__ = ["DRAIN_TASK", "QUEUE", "TASK_NAME", "drain", "store_batch"]
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "ingest.webhooks.store_batch"
+DRAIN_TASK = "ingest.webhooks.drain"
+QUEUE = "ingest.webhooks"
 _DLQ_RETRY_SECONDS = 60
 # Fixed for good: changing it would split a source's existing dedup marks.
 _DEDUP_PARTITIONS = 4
 _dedup_cache: tuple[Runtime, DedupIndex] | None = None
-_outbox_cache: tuple[Runtime, Outbox] | None = None
+_drainer_cache: tuple[Runtime, StreamDrainer] | None = None
 
 
 def _dedup_index(rt: Runtime) -> DedupIndex:
@@ -74,48 +78,77 @@ def _source_terms(rt: Runtime, source: str) -> tuple[str, str | None]:
 def store_batch(self: IngestTask, payload: dict[str, Any]) -> dict[str, Any]:
     """Store one batch of webhook events; returns ``{"batchId", "stored", "duplicates", ...}``."""
     rt = runtime()
-
-    def work() -> dict[str, Any]:
-        purpose, classification = _source_terms(rt, str(payload.get("source")))
-        dedup = _dedup_index(rt)
-        return store_event_batch(payload, rt.sink, dedup, purpose, classification).summary()
-
-    batch_id = str(payload.get("batchId"))
-    outbox = _outbox(rt)
-    try:
-        result = self.run_with_retries(work, lambda exc: _dead_letter(self, rt, payload, exc))
-    except Retry as retry:
-        # Not stored yet, and a retry is scheduled: the sweeper must not republish meanwhile.
-        _outbox_step(outbox.postpone, batch_id, _delay(retry))
-        raise
-    # Stored (or dead-lettered, where `ingest dlq retry` takes over): the outbox lets go.
-    _outbox_step(outbox.done, batch_id)
-    return result
+    return self.run_with_retries(
+        lambda: _store(rt, payload), lambda exc: _dead_letter(self, rt, payload, exc)
+    )
 
 
-def _outbox(rt: Runtime) -> Outbox:
-    """The outbox on this process's runtime Redis (built once per runtime)."""
-    global _outbox_cache
-    cached = _outbox_cache
+def _store(rt: Runtime, payload: dict[str, Any]) -> dict[str, Any]:
+    purpose, classification = _source_terms(rt, str(payload.get("source")))
+    stored = store_event_batch(payload, rt.sink, _dedup_index(rt), purpose, classification)
+    return stored.summary()
+
+
+@shared_task(bind=True, name=DRAIN_TASK, acks_late=True, ignore_result=True)
+def drain(self: Any, source: str, slot: int, token: str) -> dict[str, Any]:
+    """Store ``source``'s accepted events from its stream, holding ``slot``'s lease ``token``."""
+    rt = runtime()
+    drainer = _drainer(rt)
+    if not drainer.renew(source, slot, token):
+        return {"source": source, "skipped": "lease lost"}  # expired: a newer drain runs
+
+    def store(payload: dict[str, Any]) -> None:
+        contexts = [context_from(t) for t in payload.pop("traces", [])]
+        events = len(payload["events"])
+        # The first traced request's trace continues here; the others are linked.
+        with batch_span("ingest.webhooks.store", contexts, **{"ingest.events": events}):
+            result = _store(rt, payload)
+        if not result.get("alreadyStored"):
+            metrics.observe_batch(source, len(payload["events"]))
+            now = time.time()
+            for event in payload["events"]:
+                metrics.observe_pre_storage_latency(source, now - event["receivedAtEpoch"])
+
+    def dead_letter(payload: dict[str, Any], deliveries: int) -> None:
+        exc = RuntimeError(f"not stored after {deliveries} deliveries")
+        payload = {k: v for k, v in payload.items() if k not in ("streamIds", "traces")}
+        entry = task_entry(
+            task_name=TASK_NAME,
+            task_id=str(payload["batchId"]),
+            args=[payload],
+            kwargs={},
+            exc=exc,
+            source=webhook_source(source),
+            retries=deliveries,
+            extra={"batchId": payload["batchId"], "events": len(payload["events"])},
+        )
+        rt.dlq.add(entry)  # raises when it cannot: the entries then stay pending
+        metrics.observe_task_dead_lettered(DRAIN_TASK)
+        log.error("webhook batch %s dead-lettered as %s", payload["batchId"], entry.id)
+
+    def spawn(next_slot: int) -> None:
+        next_token = drainer.acquire(source, next_slot)
+        if next_token is not None:
+            self.app.send_task(DRAIN_TASK, args=[source, next_slot, next_token], queue=QUEUE)
+
+    report = drainer.drain(source, slot, token, store, dead_letter, spawn)
+    return {"source": source, **report.__dict__}
+
+
+def _drainer(rt: Runtime) -> StreamDrainer:
+    global _drainer_cache
+    cached = _drainer_cache
     if cached is None or cached[0] is not rt:
-        cached = _outbox_cache = (rt, Outbox(rt.redis, rt.settings.http.redeliver_after))
+        http = rt.settings.http
+        drainer = StreamDrainer(
+            rt.redis,
+            f"{socket.gethostname()}:{os.getpid()}",
+            batch_size=http.buffer_size,
+            redeliver_after=http.redeliver_after,
+            max_deliveries=rt.settings.celery.max_retries + 1,
+        )
+        cached = _drainer_cache = (rt, drainer)
     return cached[1]
-
-
-def _outbox_step(step: Callable[..., None], *args: Any) -> None:
-    # Best effort: an entry left behind is republished later and found already stored.
-    try:
-        step(*args)
-    except Exception as exc:
-        log.warning("outbox bookkeeping for batch %s failed: %s", args[0], exc)
-
-
-def _delay(retry: Retry) -> float:
-    """Seconds until a scheduled retry runs (``when`` is a countdown or an ETA)."""
-    when = retry.when
-    if isinstance(when, datetime):
-        return max(0.0, (when - datetime.now(when.tzinfo or UTC)).total_seconds())
-    return float(when or 0)
 
 
 def _dead_letter(

@@ -28,6 +28,6 @@ def __getattr__(name: str) -> Any:
     # Keep ``from webapp import publisher`` and friends working without eager imports.
     import importlib
 
-    if name in {"admin", "errors", "factory", "health", "publisher", "webhooks", "context"}:
+    if name in {"admin", "errors", "factory", "fastpath", "health", "webhooks", "context"}:
         return importlib.import_module(f"webapp.{name}")
     raise AttributeError(name)

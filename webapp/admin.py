@@ -97,6 +97,30 @@ def create_import() -> tuple[Response, int]:
     return jsonify({"importId": import_id, "status": "queued"}), 202
 
 
+@bp.get("/imports")
+def list_imports() -> Response:
+    """Recent imports, newest first: ``?status=``, ``?watch=``, ``?limit=`` (1 to 1000)."""
+    from ingest.s3csv.watch_status import listing_query
+
+    args = request.args
+    try:
+        status, watch, limit = listing_query(
+            args.get("status"), args.get("watch"), args.get("limit")
+        )
+    except ImportRequestError as exc:
+        raise ApiError(exc.status, str(exc)) from exc
+    return jsonify(ImportStore(runtime().redis).list_recent(status, watch, limit))
+
+
+@bp.get("/watches")
+def list_watches() -> Response:
+    """Each watch: its queue, last message time, imports started, refusals and lag."""
+    from ingest.s3csv.watch_status import watch_overview
+
+    rt = runtime()
+    return jsonify(watch_overview(rt.settings, rt.redis))
+
+
 @bp.get("/imports/<import_id>")
 def show_import(import_id: str) -> Response:
     """The import's state and counters."""

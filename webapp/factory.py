@@ -6,7 +6,7 @@ from flask import Flask
 
 from ingest.config import Settings, load_settings
 from ingest.runtime import Runtime
-from webapp import admin, errors, health, observability, webhooks
+from webapp import admin, errors, fastpath, health, observability, webhooks
 
 __all__ = ["create_app"]
 
@@ -25,4 +25,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     admin.init_limits(app)
     app.register_blueprint(admin.bp)
     app.register_blueprint(webhooks.bp)
+    fastpath.install(app)  # single webhook events skip Flask's request machinery
     return app

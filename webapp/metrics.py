@@ -9,9 +9,10 @@ import redis
 from flask import Blueprint, Response, current_app
 from prometheus_client import CollectorRegistry
 
-from ingest.http.outbox import Outbox
 from ingest.metrics_exposition import CONTENT_TYPE, QueueDepthCollector, render, scrape_registry
 from ingest.runtime import Runtime
+from ingest.s3csv.watch_status import WatchCollector
+from ingest.webhooks.stream import stream_key
 from tasks.app import ALL_QUEUES
 from webapp.context import runtime
 
@@ -36,8 +37,16 @@ def _queue_collector(rt: Runtime) -> QueueDepthCollector:
         queues,
         lambda: rt.dlq.depth(),
         max_age=QUEUE_STATS_MAX_AGE,
-        outbox_depth=Outbox(rt.redis, rt.settings.http.redeliver_after).pending,
+        webhook_backlog=lambda: _webhook_backlog(rt),
     )
+
+
+def _webhook_backlog(rt: Runtime) -> int:
+    """Events accepted and not yet stored, over every configured source's stream."""
+    pipe = rt.redis.pipeline(transaction=False)
+    for source in rt.settings.http.sources:
+        pipe.xlen(stream_key(source))
+    return sum(int(n) for n in pipe.execute())
 
 
 def _registry() -> CollectorRegistry:
@@ -45,7 +54,12 @@ def _registry() -> CollectorRegistry:
     extensions = current_app.extensions
     found = extensions.get(_EXTENSION)
     if found is None or found[0] != os.getpid():
-        registry = scrape_registry([_queue_collector(runtime())])
+        rt = runtime()
+        configured = rt.settings.s3csv.watches
+        watches = WatchCollector(
+            lambda: rt.redis, [w.name for w in configured], [w.queue_url for w in configured]
+        )
+        registry = scrape_registry([_queue_collector(rt), watches])
         found = extensions[_EXTENSION] = (os.getpid(), registry)
     return cast(CollectorRegistry, found[1])
 

@@ -1,9 +1,14 @@
-"""The webhook endpoints: verified, rate-limited, idempotent events, answered 202 once published.
+"""The webhook endpoints: verified, rate-limited, idempotent events, answered 202 once durable.
 
 Checks run in the order of the contract: source (404), encoding and media type (415), size
-(413), backpressure (503), signature (401), rate limits (429, or 413 for a batch no bucket
-could ever pay), body (400), idempotency (200/409/422); then the event is published in a
-batch (202, or 503 when the broker is down).
+(413), signature (401), rate limits (429, or 413 for a batch no bucket could ever pay), body
+(400), idempotency (200/409/422); backpressure (503) is decided in the same Redis step as the
+rate limits. An accepted event is in its source's stream (``ingest.webhooks.stream``) before
+the 202 is sent: one Redis round trip per single event, and no request waits for a batch.
+
+The single-event endpoint is served by :mod:`webapp.fastpath` in front of Flask (the same
+:func:`receive_single`, without Flask's request machinery); the Flask route below serves it
+where the fast path steps aside (tracing on).
 """
 
 from __future__ import annotations
@@ -11,19 +16,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar, cast
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 import gevent
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
+from werkzeug.wsgi import get_current_url
 
 from ingest.config import ConfigError, HttpConfig, Settings
-from ingest.http.backpressure import QueueDepthGauge
 from ingest.http.bodies import (
     BodyError,
     BodyTimedOut,
@@ -33,47 +39,37 @@ from ingest.http.bodies import (
     check_media_type,
     decode_body,
     parse_batch,
-    parse_event,
     read_body,
 )
-from ingest.http.idempotency import (
-    Claim,
-    ClaimOutcome,
-    IdempotencyStore,
-    event_key,
-    idempotency_key,
-)
-from ingest.http.intake import (
-    WebhookSource,
-    batch_statuses,
-    epoch_to_iso,
-    observed_at,
-    webhook_sources,
+from ingest.http.idempotency import ClaimOutcome, IdempotencyStore, event_key, idempotency_key
+from ingest.http.intake import WebhookSource, batch_statuses, observed_at, webhook_sources
+from ingest.http.providers import (
+    decode_event,
+    event_observed_at,
+    media_kind,
+    provider_key,
+    request_target,
+    slack_challenge,
+    verify_request,
 )
 from ingest.http.signatures import SignatureError, verify_signature
 from ingest.metrics import Reason
 from ingest.ratelimit import RateDecision, TokenBucket, ratelimit_headers
-from webapp.context import settings
+from ingest.tracing import traceparent
+from ingest.webhooks.stream import EventStreams, Refused, entry_fields
 from webapp.errors import ApiError, error_response
 from webapp.observability import note_batch_statuses, note_webhook_reason
-from webapp.publisher import (
-    QUEUE,
-    PublishError,
-    app_lock,
-    get_publisher,
-    publisher_saturated,
-)
 
-__all__ = ["bp"]
+__all__ = ["Answer", "Services", "bp", "receive_single", "services_for"]
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
 _EXTENSION = "ingest.webhooks"
 _BATCH_KEY_PREFIX = "batch:"  # request-level keys of the batch endpoint, apart from event keys
 POOL_SIZE, POOL_WAIT = 128, 2.0
-_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+REDIS_DOWN = "Redis (rate limits, idempotency keys, event streams) is unreachable; retry later"
 T = TypeVar("T")
-# What werkzeug derives ``request.base_url`` from (scheme, host, script root, path).
 _BASE_URL_INPUTS = (
     "wsgi.url_scheme",
     "HTTP_HOST",
@@ -85,22 +81,46 @@ _BASE_URL_INPUTS = (
 _BASE_URLS_KEPT = 256
 _BODY_HEADERS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
 _base_urls: dict[tuple[Any, ...], str] = {}
+_services_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
-class _Services:
-    """The per-process handles the endpoints share: sources, buckets, keys, queue depth.
+class Services:
+    """The per-process handles the endpoints share: sources, buckets, keys and streams.
 
     ``keys_with_buckets`` says the idempotency keys live in the rate limits' Redis, so one
-    script can charge the buckets and claim a key in a single round trip.
+    script charges the buckets, claims the key and appends the event in a single round trip.
     """
 
     sources: dict[str, WebhookSource]
     buckets: TokenBucket
     keys: IdempotencyStore | None
-    backlog: QueueDepthGauge | None
+    streams: EventStreams
     http: HttpConfig
     keys_with_buckets: bool = False
+
+
+@dataclass
+class Answer:
+    """A webhook answer, for whichever front serves it."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    reason: Reason | None = None
+
+
+def refusal(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    reason: Reason | None = None,
+    **fields: Any,
+) -> ApiError:
+    """An :class:`ApiError` carrying the metrics reason its answer counts under."""
+    error = ApiError(status, message, headers, **fields)
+    error.reason = reason  # type: ignore[attr-defined]
+    return error
 
 
 @bp.record_once
@@ -117,40 +137,35 @@ def _check_sources(state: BlueprintSetupState) -> None:
 @bp.errorhandler(redis.exceptions.TimeoutError)
 def _redis_down(exc: Exception) -> Response:
     log.warning("webhook request failed, Redis unreachable: %s", exc)
-    return error_response(
-        503,
-        "Redis (rate limits, idempotency keys, broker) is unreachable; retry later",
-        {"Retry-After": "5"},
-    )
+    return error_response(503, REDIS_DOWN, {"Retry-After": "5"})
 
 
-def _services() -> _Services:
-    extensions = current_app.extensions
+def services_for(app: Flask) -> Services:
+    """This process's services for ``app``, built on first use (after any fork)."""
+    extensions = app.extensions
     found = extensions.get(_EXTENSION)
     if found is None or found[0] != os.getpid():
-        with app_lock(current_app, _EXTENSION):
+        with _services_lock:
             found = extensions.get(_EXTENSION)
             if found is None or found[0] != os.getpid():
-                found = extensions[_EXTENSION] = (os.getpid(), _build_services())
-    return cast(_Services, found[1])
+                found = extensions[_EXTENSION] = (os.getpid(), _build_services(app))
+    return cast(Services, found[1])
 
 
-def _build_services() -> _Services:
-    cfg: Settings = settings()
+def _build_services(app: Flask) -> Services:
+    cfg: Settings = app.extensions["ingest.settings"]
     client = _redis_client(cfg.redis_url)
     keys = None
     same = cfg.idempotency_redis_url == cfg.redis_url
     if cfg.http.idempotency.enabled:
         key_client = client if same else _redis_client(cfg.idempotency_redis_url)
         keys = IdempotencyStore(key_client, ttl_seconds=cfg.http.idempotency.ttl)
-    broker = cfg.effective_broker_url
-    backlog = None
-    if broker.startswith(("redis://", "rediss://", "unix://")):
-        broker_client = client if broker == cfg.redis_url else _redis_client(broker)
-        backlog = QueueDepthGauge(broker_client, QUEUE, max_age=0.1)
-    sources = webhook_sources(cfg.http, cfg.schemas_dir)
     buckets = TokenBucket(client)
-    return _Services(sources, buckets, keys, backlog, cfg.http, keys_with_buckets=same)
+    streams = EventStreams(
+        client, buckets, keys if same else None, cfg.http.backpressure.high_water_mark
+    )
+    sources = webhook_sources(cfg.http, cfg.schemas_dir)
+    return Services(sources, buckets, keys, streams, cfg.http, keys_with_buckets=same)
 
 
 def _redis_client(url: str) -> redis.Redis:
@@ -168,65 +183,65 @@ def _redis_client(url: str) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def _source(services: _Services, name: str) -> WebhookSource:
+def source_of(services: Services, name: str) -> WebhookSource:
     found = services.sources.get(name)
     if found is None:
-        raise ApiError(404, f"unknown webhook source {name!r}: check the URL")
+        raise refusal(404, f"unknown webhook source {name!r}: check the URL")
     return found
 
 
-def _read_request(services: _Services, allow_ndjson: bool) -> tuple[bytes, MediaKind]:
-    """The decoded body and its media kind, or the 415/413/408/400 that refuses it."""
+def read_request(
+    services: Services,
+    environ: Mapping[str, Any],
+    allow_ndjson: bool,
+    source: WebhookSource | None = None,
+) -> tuple[bytes, MediaKind]:
+    """The decoded body and its media kind, or the 415/413/408/400 that refuses it.
+
+    With ``source``, the media types its provider sends are accepted (form bodies for Twilio
+    and Slack commands)."""
     limit, seconds = services.http.max_body_bytes, services.http.body_timeout
     try:
-        gzipped = check_content_encoding(request.headers.get("Content-Encoding"))
-        kind = check_media_type(request.headers.get("Content-Type"), allow_ndjson)
-        # gunicorn's gevent worker has no deadline for a body: without this a client that
-        # sends headers and then stalls would hold its connection and greenlet for good.
-        late = BodyTimedOut(f"the request body did not arrive within {seconds:g} s")
-        with gevent.Timeout(seconds, late):
-            raw = read_body(request.stream.read, request.content_length, limit)
+        gzipped = check_content_encoding(environ.get("HTTP_CONTENT_ENCODING"))
+        ctype = environ.get("CONTENT_TYPE")
+        if source is not None:
+            kind = media_kind(source, ctype, allow_ndjson)
+        else:
+            kind = check_media_type(ctype, allow_ndjson)
+        length = _content_length(environ)
+        stream = environ["wsgi.input"]
+        if length is None and not environ.get("wsgi.input_terminated"):
+            raw = b""  # as werkzeug: no length and no chunked framing means no body
+        else:
+            # gunicorn's gevent worker has no deadline for a body: without this a client that
+            # sends headers and then stalls would hold its connection and greenlet for good.
+            late = BodyTimedOut(f"the request body did not arrive within {seconds:g} s")
+            with gevent.Timeout(seconds, late):
+                raw = read_body(stream.read, length, limit)
         return decode_body(raw, gzipped, limit), kind
     except BodyTimedOut as exc:
         # The rest of the body may still come: close rather than read it as the next request.
-        raise ApiError(exc.status, exc.message, {"Connection": "close"}) from None
+        raise refusal(exc.status, exc.message, {"Connection": "close"}) from None
     except BodyError as exc:
-        raise ApiError(exc.status, exc.message) from None
+        raise refusal(exc.status, exc.message) from None
 
 
-def _check_backpressure(services: _Services) -> None:
-    policy = services.http.backpressure
-    if publisher_saturated(current_app):
-        note_webhook_reason(Reason.BACKPRESSURE)
-        raise ApiError(
-            503,
-            "this web process has too many events waiting for the broker; retry later",
-            {"Retry-After": str(policy.retry_after_seconds)},
-        )
-    if services.backlog is None:
-        return
-    if services.backlog.over(policy.high_water_mark):
-        note_webhook_reason(Reason.BACKPRESSURE)
-        raise ApiError(
-            503,
-            "too many webhook batches are waiting to be stored; retry later",
-            {"Retry-After": str(policy.retry_after_seconds)},
-        )
+def _content_length(environ: Mapping[str, Any]) -> int | None:
+    text = environ.get("CONTENT_LENGTH")
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if value >= 0 else None
 
 
-def _headers() -> Mapping[str, str]:
-    # Werkzeug's Headers offers what the core's Mapping-based checks use (items, get).
-    return cast(Mapping[str, str], request.headers)
-
-
-def _lowered_headers() -> dict[str, str]:
+def lowered_headers(environ: Mapping[str, Any]) -> dict[str, str]:
     """The request's headers by lower-case name, read once from the WSGI environ.
 
-    The signature check and the idempotency key each look names up case-insensitively; a
-    plain dict built once serves both for less than werkzeug's ``Headers`` iterated twice.
-    WSGI holds one value per name (the server joins repeats), as ``Headers`` does.
+    WSGI holds one value per name (the server joins repeats), as werkzeug's ``Headers`` does.
     """
-    environ = request.environ
     found = {
         name[5:].replace("_", "-").lower(): value
         for name, value in environ.items()
@@ -238,204 +253,203 @@ def _lowered_headers() -> dict[str, str]:
     return found
 
 
-def _verify(source: WebhookSource, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+def verify(source: WebhookSource, body: bytes, headers: Mapping[str, str]) -> None:
     try:
-        verify_signature(source.signature, _headers() if headers is None else headers, body)
+        verify_signature(source.signature, headers, body)
     except SignatureError:
-        raise ApiError(401, "signature verification failed") from None
+        raise refusal(401, "signature verification failed") from None
 
 
-def _deferred(parse: Callable[[], T]) -> tuple[T | None, ApiError | None]:
-    # The contract checks rate limits before the body, yet a batch's cost is its event count.
-    try:
-        return parse(), None
-    except BodyError as exc:
-        return None, ApiError(exc.status, exc.message)
+def base_url(environ: Mapping[str, Any]) -> str:
+    """The request's URL without its query, remembered by the environ values it is made of.
+
+    A webhook endpoint sees the same few URLs all day; at most ``_BASE_URLS_KEPT`` are kept,
+    so Host headers made up by clients cannot grow the table.
+    """
+    key = tuple(environ.get(name) for name in _BASE_URL_INPUTS)
+    found = _base_urls.get(key)
+    if found is None:
+        found = get_current_url(cast(Any, environ), strip_querystring=True)
+        if len(_base_urls) < _BASE_URLS_KEPT:
+            _base_urls[key] = found
+    return found
 
 
-def _charge(services: _Services, source: WebhookSource, cost: int) -> list[RateDecision]:
+def charge(services: Services, source: WebhookSource, cost: int) -> list[RateDecision]:
+    """Take ``cost`` tokens from the source's buckets: 429 when refused, 413 when never payable."""
     burst = source.smallest_burst()
     if cost > burst:
-        raise ApiError(
+        raise refusal(
             413,
             f"a batch of {cost} events exceeds the rate-limit burst of {burst} events of source "
             f"{source.name!r}: split it into batches of at most {burst} events",
         )
     decisions = services.buckets.take_many(list(source.rate_checks), cost)
     if not all(d.allowed for d in decisions):
-        raise ApiError(429, "rate limit exceeded; retry later", ratelimit_headers(decisions))
+        raise refusal(429, "rate limit exceeded; retry later", ratelimit_headers(decisions))
     return decisions
 
 
-def _entry(
-    parsed: ParsedEvent,
-    key: str,
-    source: WebhookSource,
-    epoch: float,
-    webhook_timestamp: str | None,
-    received_at: str | None = None,
-) -> dict[str, Any]:
-    """An event as the batch payload carries it (see tasks.webhooks).
-
-    The event travels as its canonical JSON text: kombu's JSON decoder turns objects shaped
-    ``{"__type__", "__value__"}`` into Python objects (or refuses the message), so an event
-    of that shape sent as an object would be altered, or would poison its whole batch.
-    ``received_at`` is ``epoch_to_iso(epoch)`` when the caller has it already (a batch's
-    events share it).
-    """
-    return {
-        "eventJson": parsed.canonical,
-        "eventId": key,
-        "contentHash": parsed.content_hash,
-        "receivedAt": epoch_to_iso(epoch) if received_at is None else received_at,
-        "receivedAtEpoch": epoch,
-        "observedAt": observed_at(parsed.event, source.observed_at_field, webhook_timestamp),
-    }
+def backpressure(services: Services, refused: Refused) -> ApiError:
+    policy = services.http.backpressure
+    return refusal(
+        503,
+        f"{refused.length} accepted events of this source are waiting to be stored; retry later",
+        {"Retry-After": str(policy.retry_after_seconds)},
+        Reason.BACKPRESSURE,
+    )
 
 
-def _batch_fields(source: WebhookSource) -> dict[str, Any]:
-    # Purpose and classification travel with the batch, so a later config change or a DLQ
-    # replay stores the events under the terms they were accepted with.
-    return {
-        "source": source.name,
-        "sourceUri": _base_url(),
-        "purpose": source.purpose,
-        "classification": source.classification,
-    }
-
-
-def _base_url() -> str:
-    """``request.base_url``, remembered by the environ values it is made of.
-
-    Working it out (host, quoting) costs more than the rest of building a batch entry, and
-    a webhook endpoint sees the same few URLs all day. At most ``_BASE_URLS_KEPT`` are kept,
-    so Host headers made up by clients cannot grow the table.
-    """
-    environ = request.environ
-    key = tuple(environ.get(name) for name in _BASE_URL_INPUTS)
-    found = _base_urls.get(key)
-    if found is None:
-        found = request.base_url
-        if len(_base_urls) < _BASE_URLS_KEPT:
-            _base_urls[key] = found
-    return found
-
-
-def _publish(
-    services: _Services, source: WebhookSource, entries: list[dict[str, Any]], keys: list[str]
-) -> None:
-    """Publish ``entries``; on failure release ``keys`` so the client can retry, and 503."""
-    complete = services.keys.complete_many if services.keys is not None else None
-    try:
-        get_publisher(current_app, complete).submit(_batch_fields(source), entries)
-    except PublishError as exc:
-        if services.keys is not None and keys:
-            _release_quietly(services.keys, source, keys)
-        raise ApiError(
-            503, f"the broker did not take the event; retry later ({exc})", {"Retry-After": "5"}
-        ) from None
-
-
-def _release_quietly(store: IdempotencyStore, source: WebhookSource, keys: list[str]) -> None:
-    try:
-        store.release_many(source.name, keys)
-    except _REDIS_ERRORS:
-        log.warning("releasing %d idempotency keys failed; their claims expire", len(keys))
-
-
-def _answer(status: int, body: dict[str, Any], decisions: Sequence[RateDecision]) -> Response:
-    response = jsonify(body)
-    response.status_code = status
-    response.headers.update(ratelimit_headers(list(decisions)))
-    return response
-
-
-def _refusal(outcome: ClaimOutcome, key: str) -> ApiError:
+def conflict(outcome: ClaimOutcome, key: str) -> ApiError:
     if outcome is ClaimOutcome.IN_FLIGHT:
-        return ApiError(
+        return refusal(
             409,
             "a request with this idempotency key is still being processed; retry shortly",
             {"Retry-After": "1"},
             eventId=key,
         )
-    return ApiError(
+    return refusal(
         422,
         "this idempotency key was already used with a different body; use a new key",
         eventId=key,
     )
 
 
-@dataclass(frozen=True)
-class _Refusal:
-    """A 400 found before the rate limits were charged, raised only once they were (the
-    contract checks rate limits first), with the metrics reason it carries, if any."""
+def _fields(
+    parsed: ParsedEvent,
+    key: str,
+    source: WebhookSource,
+    epoch: float,
+    observed: str | None,
+    uri: str,
+) -> list[str]:
+    return entry_fields(
+        parsed.canonical,
+        key,
+        parsed.content_hash,
+        epoch,
+        observed,
+        uri,
+        source.purpose,
+        source.classification,
+        traceparent(),
+    )
 
-    error: ApiError
-    reason: Reason | None = None
 
-    def raise_it(self) -> NoReturn:
-        if self.reason is not None:
-            note_webhook_reason(self.reason)
-        raise self.error
-
-
-def _parse_single(
-    services: _Services, source: WebhookSource, body: bytes
-) -> ParsedEvent | _Refusal:
-    """The event of a single-event body, or why it is refused (malformed, fails the schema)."""
+def receive_single(services: Services, name: str, environ: Mapping[str, Any]) -> Answer:
+    """Decide one single-event request: 202 once its event is in the stream, 200 for a key
+    already accepted; raises :class:`ApiError` for every refusal."""
+    source = source_of(services, name)
+    body, _ = read_request(services, environ, allow_ndjson=False, source=source)
+    headers = lowered_headers(environ)
     try:
-        parsed = parse_event(body, services.http.max_json_depth)
+        # Every scheme of the presets; Twilio signs publicUrl + the path and query as sent.
+        verify_request(source, headers, body, request_target(environ))
+    except SignatureError:
+        raise refusal(401, "signature verification failed") from None
+    epoch = time.time()
+    try:
+        # A form body's event is the JSON object of its fields.
+        ctype = environ.get("CONTENT_TYPE")
+        parsed = decode_event(source, ctype, body, services.http.max_json_depth)
+        problem = None if source.event_schema is None else source.event_schema.problem(parsed.event)
     except BodyError as exc:
-        return _Refusal(ApiError(exc.status, exc.message))
-    if source.event_schema is not None:
-        problem = source.event_schema.problem(parsed.event)
-        if problem is not None:
-            return _Refusal(ApiError(400, problem), Reason.INVALID_EVENT)
-    return parsed
-
-
-def _charge_and_claim(
-    services: _Services, source: WebhookSource, key: str, content_hash: str
-) -> tuple[list[RateDecision], Claim | None]:
-    """Charge one token (429 when refused) and claim ``key``; the claim is None when
-    idempotency is off. One Redis round trip when the keys live beside the buckets."""
-    store = services.keys
-    if store is None or not services.keys_with_buckets:
-        decisions = _charge(services, source, 1)
-        return decisions, None if store is None else store.begin(source.name, key, content_hash)
-    buckets, checks = services.buckets, source.rate_checks
-    decisions, claim = store.take_and_begin(buckets, checks, source.name, key, content_hash)
+        charge(services, source, 1)  # the contract checks rate limits before the body
+        raise refusal(exc.status, exc.message) from None
+    if problem is not None:
+        charge(services, source, 1)
+        raise refusal(400, problem, reason=Reason.INVALID_EVENT)
+    challenge = slack_challenge(source, parsed.event)
+    if challenge is not None:  # Slack's url_verification handshake: answered, not stored
+        return Answer(200, challenge, ratelimit_headers(charge(services, source, 1)))
+    # The provider's delivery or event id comes before the contract's fallbacks.
+    key = provider_key(source, headers, parsed.event) or idempotency_key(
+        headers, parsed.event, source.id_field, parsed.content_hash
+    )
+    observed = event_observed_at(source, headers, parsed.event)
+    fields = _fields(parsed, key, source, epoch, observed, base_url(environ))
+    result = {"eventId": key, "contentHash": parsed.content_hash}
+    if services.keys is not None and not services.keys_with_buckets:
+        return _receive_apart(services, source, key, parsed.content_hash, fields, result)
+    use_key = key if services.keys is not None else None
+    accepted = services.streams.accept_one(
+        source.name, source.rate_checks, use_key, parsed.content_hash, fields
+    )
+    if isinstance(accepted, Refused):
+        raise backpressure(services, accepted)
+    decisions, claim = accepted.decisions, accepted.claim
     if claim is None:
-        raise ApiError(429, "rate limit exceeded; retry later", ratelimit_headers(decisions))
-    return decisions, claim
+        raise refusal(429, "rate limit exceeded; retry later", ratelimit_headers(decisions))
+    if claim.outcome is ClaimOutcome.DUPLICATE:
+        answer = {"status": "duplicate", **result, **(claim.result or {})}
+        return Answer(200, answer, ratelimit_headers(decisions))
+    if claim.outcome is not ClaimOutcome.NEW:
+        raise conflict(claim.outcome, key)
+    return Answer(202, {"status": "accepted", **result}, ratelimit_headers(decisions))
+
+
+def _receive_apart(
+    services: Services,
+    source: WebhookSource,
+    key: str,
+    content_hash: str,
+    fields: list[str],
+    result: dict[str, str],
+) -> Answer:
+    """:func:`receive_single` when the keys live in a Redis of their own: charge, claim in
+    flight, append, complete (four round trips instead of one)."""
+    store = cast(IdempotencyStore, services.keys)
+    decisions = charge(services, source, 1)
+    claim = store.begin(source.name, key, content_hash)
+    if claim.outcome is ClaimOutcome.DUPLICATE:
+        answer = {"status": "duplicate", **result, **(claim.result or {})}
+        return Answer(200, answer, ratelimit_headers(decisions))
+    if claim.outcome is not ClaimOutcome.NEW:
+        raise conflict(claim.outcome, key)
+    try:
+        appended = services.streams.accept_one(source.name, (), None, content_hash, fields)
+    except REDIS_ERRORS:
+        _release_quietly(store, source, [key])
+        raise
+    if isinstance(appended, Refused):
+        _release_quietly(store, source, [key])
+        raise backpressure(services, appended)
+    store.complete(source.name, key, content_hash, {})
+    return Answer(202, {"status": "accepted", **result}, ratelimit_headers(decisions))
+
+
+def _release_quietly(store: IdempotencyStore, source: WebhookSource, keys: list[str]) -> None:
+    try:
+        store.release_many(source.name, keys)
+    except REDIS_ERRORS:
+        log.warning("releasing %d idempotency keys failed; their claims expire", len(keys))
+
+
+def _respond(answer: Answer) -> Response:
+    if answer.reason is not None:
+        note_webhook_reason(answer.reason)
+    response = jsonify(answer.body)
+    response.status_code = answer.status
+    response.headers.update(answer.headers)
+    return response
+
+
+def _refused(call: Callable[[], T]) -> T:
+    """Run ``call``; an error it raises counts under its metrics reason (Flask routes)."""
+    try:
+        return call()
+    except ApiError as exc:
+        reason = getattr(exc, "reason", None)
+        if reason is not None:
+            note_webhook_reason(reason)
+        raise
 
 
 @bp.post("/v1/webhooks/<source>")
 def receive_event(source: str) -> Response:
-    """Accept one JSON event: 202 once it is published, 200 when its key was already accepted."""
-    services = _services()
-    src = _source(services, source)
-    body, _ = _read_request(services, allow_ndjson=False)
-    _check_backpressure(services)
-    headers = _lowered_headers()
-    _verify(src, body, headers)
-    epoch = time.time()
-    parsed = _parse_single(services, src, body)
-    if isinstance(parsed, _Refusal):
-        _charge(services, src, 1)
-        parsed.raise_it()
-    key = idempotency_key(headers, parsed.event, src.id_field, parsed.content_hash)
-    decisions, claim = _charge_and_claim(services, src, key, parsed.content_hash)
-    result = {"eventId": key, "contentHash": parsed.content_hash}
-    if claim is not None:
-        if claim.outcome is ClaimOutcome.DUPLICATE:
-            answer = {"status": "duplicate", **result, **(claim.result or {})}
-            return _answer(200, answer, decisions)
-        if claim.outcome is not ClaimOutcome.NEW:
-            raise _refusal(claim.outcome, key)
-    entry = _entry(parsed, key, src, epoch, headers.get("webhook-timestamp"))
-    _publish(services, src, [entry], [key])
-    return _answer(202, {"status": "accepted", **result}, decisions)
+    """Accept one JSON event: 202 once it is durable, 200 when its key was already accepted."""
+    services = services_for(current_app)
+    return _respond(_refused(lambda: receive_single(services, source, request.environ)))
 
 
 def _check_schema(source: WebhookSource, events: Sequence[ParsedEvent]) -> None:
@@ -445,14 +459,13 @@ def _check_schema(source: WebhookSource, events: Sequence[ParsedEvent]) -> None:
     for index, parsed in enumerate(events):
         problem = source.event_schema.problem(parsed.event)
         if problem is not None:
-            note_webhook_reason(Reason.INVALID_EVENT)
             where = f"event {index}: " if len(events) > 1 else ""
-            raise ApiError(400, where + problem)
+            raise refusal(400, where + problem, reason=Reason.INVALID_EVENT)
 
 
-def _request_key() -> str | None:
-    for name in ("Idempotency-Key", "webhook-id"):
-        value = (request.headers.get(name) or "").strip()
+def _request_key(headers: Mapping[str, str]) -> str | None:
+    for name in ("idempotency-key", "webhook-id"):
+        value = (headers.get(name) or "").strip()
         if value:
             return value
     return None
@@ -466,74 +479,121 @@ def receive_batch(source: str) -> Response:
     retry is answered 200 with the results the first answer gave. The answer is 202 whenever
     the batch was processed now, even when every event in it turned out to be a duplicate.
     """
-    services = _services()
-    src = _source(services, source)
-    body, kind = _read_request(services, allow_ndjson=True)
-    _check_backpressure(services)
-    _verify(src, body)
+    services = services_for(current_app)
+    return _refused(lambda: _receive_batch(services, source, request.environ))
+
+
+def _receive_batch(services: Services, name: str, environ: Mapping[str, Any]) -> Response:
+    src = source_of(services, name)
+    body, kind = read_request(services, environ, allow_ndjson=True)
+    headers = lowered_headers(environ)
+    verify(src, body, headers)
     epoch = time.time()
     cfg = services.http
-    events, error = _deferred(
-        lambda: parse_batch(body, kind, cfg.max_json_depth, cfg.max_batch_events)
-    )
-    decisions = _charge(services, src, len(events) if events else 1)
+    try:
+        events: list[ParsedEvent] | None = parse_batch(
+            body, kind, cfg.max_json_depth, cfg.max_batch_events
+        )
+        error = None
+    except BodyError as exc:  # the contract checks rate limits before the body
+        events, error = None, refusal(exc.status, exc.message)
+    decisions = charge(services, src, len(events) if events else 1)
     if events is None:
-        raise error or ApiError(400, "the body is not a batch of JSON events")
+        raise error or refusal(400, "the body is not a batch of JSON events")
     _check_schema(src, events)
-    request_key = _request_key() if services.keys is not None else None
+    store = services.keys
+    request_key = _request_key(headers) if store is not None else None
     batch_hash = hashlib.sha256("\n".join(e.content_hash for e in events).encode()).hexdigest()
-    if request_key is not None and services.keys is not None:
-        claim = services.keys.begin(src.name, _BATCH_KEY_PREFIX + request_key, batch_hash)
+    if request_key is not None and store is not None:
+        claim = store.begin(src.name, _BATCH_KEY_PREFIX + request_key, batch_hash)
         if claim.outcome is ClaimOutcome.DUPLICATE:
             stored = (claim.result or {}).get("results", [])
             if isinstance(stored, list):
                 note_batch_statuses({}, duplicates=len(stored))
             return _answer(200, {"status": "duplicate", "results": stored}, decisions)
         if claim.outcome is not ClaimOutcome.NEW:
-            raise _refusal(claim.outcome, request_key)
+            raise conflict(claim.outcome, request_key)
     try:
-        results = _store_batch(services, src, events, epoch, request_key)
-    except _REDIS_ERRORS:
+        results = _store_batch(services, src, events, epoch, headers, base_url(environ))
+    except (ApiError, *REDIS_ERRORS):
         # Free the request key at once if Redis allows, so a retry is not refused for a minute.
-        if request_key is not None and services.keys is not None:
-            _release_quietly(services.keys, src, [_BATCH_KEY_PREFIX + request_key])
+        if request_key is not None and store is not None:
+            _release_quietly(store, src, [_BATCH_KEY_PREFIX + request_key])
         raise
-    if request_key is not None and services.keys is not None:
-        _complete_request(services.keys, src, request_key, batch_hash, results)
+    if request_key is not None and store is not None:
+        _complete_request(store, src, request_key, batch_hash, results)
     note_batch_statuses(Counter(r["status"] for r in results))
     return _answer(202, {"status": "accepted", "results": results}, decisions)
 
 
+def _answer(status: int, body: dict[str, Any], decisions: Sequence[RateDecision]) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(ratelimit_headers(list(decisions)))
+    return response
+
+
 def _store_batch(
-    services: _Services,
+    services: Services,
     source: WebhookSource,
     events: list[ParsedEvent],
     epoch: float,
-    request_key: str | None,
+    headers: Mapping[str, str],
+    uri: str,
 ) -> list[dict[str, Any]]:
-    """Claim each event's key, publish the accepted ones and return the per-event results."""
+    """Claim each event's key and append the accepted ones; return the per-event results."""
     keys = [event_key(e.event, source.id_field, e.content_hash) for e in events]
     hashes = [e.content_hash for e in events]
+    stamp = headers.get("webhook-timestamp")
+    fields = [
+        _fields(e, k, source, epoch, observed_at(e.event, source.observed_at_field, stamp), uri)
+        for e, k in zip(events, keys, strict=True)
+    ]
+    position = {key: i for i, key in reversed(list(enumerate(keys)))}  # first occurrence
     store = services.keys
 
     def claim(pairs: list[tuple[str, str]]) -> list[ClaimOutcome]:
-        if store is None:
-            return [ClaimOutcome.NEW] * len(pairs)
-        return [c.outcome for c in store.begin_many(source.name, pairs)]
+        if store is not None and not services.keys_with_buckets:
+            return _claim_apart(services, store, source, pairs, position, fields)
+        use_keys = store is not None
+        items = [(k if use_keys else None, h, fields[position[k]]) for k, h in pairs]
+        outcomes = services.streams.accept_many(source.name, items)
+        if isinstance(outcomes, Refused):
+            raise backpressure(services, outcomes)
+        return outcomes
 
     statuses = batch_statuses(keys, hashes, claim)
-    accepted = [i for i, status in enumerate(statuses) if status == "accepted"]
-    stamp = request.headers.get("webhook-timestamp")
-    received_at = epoch_to_iso(epoch)  # one request, one receipt time
-    entries = [_entry(events[i], keys[i], source, epoch, stamp, received_at) for i in accepted]
-    release = [keys[i] for i in accepted]
-    if request_key is not None:
-        release.append(_BATCH_KEY_PREFIX + request_key)
-    _publish(services, source, entries, release)
     return [
         {"index": i, "status": status, "eventId": keys[i], "contentHash": hashes[i]}
         for i, status in enumerate(statuses)
     ]
+
+
+def _claim_apart(
+    services: Services,
+    store: IdempotencyStore,
+    source: WebhookSource,
+    pairs: list[tuple[str, str]],
+    position: dict[str, int],
+    fields: list[list[str]],
+) -> list[ClaimOutcome]:
+    """Batch claims when the keys live in a Redis of their own: claim, append, complete."""
+    outcomes = [c.outcome for c in store.begin_many(source.name, pairs)]
+    new = [(k, h) for (k, h), o in zip(pairs, outcomes, strict=True) if o is ClaimOutcome.NEW]
+    if not new:
+        return outcomes
+    try:
+        appended = services.streams.accept_many(
+            source.name, [(None, h, fields[position[k]]) for k, h in new]
+        )
+    except REDIS_ERRORS:
+        _release_quietly(store, source, [k for k, _ in new])
+        raise
+    if isinstance(appended, Refused):
+        _release_quietly(store, source, [k for k, _ in new])
+        raise backpressure(services, appended)
+    store.complete_many(source.name, [(k, h, {}) for k, h in new])
+    return outcomes
 
 
 def _complete_request(
@@ -546,6 +606,6 @@ def _complete_request(
     try:
         key = _BATCH_KEY_PREFIX + request_key
         store.complete(source.name, key, batch_hash, {"results": results})
-    except _REDIS_ERRORS as exc:
-        # The events are published: still 202. The request key's claim expires instead.
+    except REDIS_ERRORS as exc:
+        # The events are durable: still 202. The request key's claim expires instead.
         log.warning("completing batch key failed: %s", exc)

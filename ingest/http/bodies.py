@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 from ingest.hashing import canonical_json, sha256_hex
 
@@ -30,10 +31,14 @@ __all__ = [
     "gunzip_bounded",
     "parse_batch",
     "parse_event",
+    "parse_form",
+    "parse_form_event",
     "read_body",
 ]
 
-MediaKind = Literal["json", "ndjson"]
+MediaKind = Literal["json", "ndjson", "form"]
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+_MAX_FORM_FIELDS = 1000
 _READ_CHUNK = 64 * 1024
 # Strings are skipped whole (escapes included) so brackets inside them do not count as nesting.
 _DEPTH_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
@@ -88,13 +93,16 @@ def check_content_encoding(value: str | None) -> bool:
     )
 
 
-def check_media_type(value: str | None, allow_ndjson: bool) -> MediaKind:
-    """Classify a Content-Type as JSON or NDJSON; raise ``UnsupportedMediaType`` otherwise."""
+def check_media_type(value: str | None, allow_ndjson: bool, allow_form: bool = False) -> MediaKind:
+    """Classify a Content-Type as JSON, NDJSON or (``allow_form``) a form; raise
+    ``UnsupportedMediaType`` otherwise."""
     media, _, params = (value or "").partition(";")
     media = media.strip().lower()
     charset = _charset(params)
     if charset not in (None, "utf-8", "utf8"):
         raise UnsupportedMediaType(f"charset {charset!r} is not supported: JSON is UTF-8")
+    if allow_form and media == FORM_MEDIA_TYPE:
+        return "form"
     structured_json = media.startswith("application/") and media.endswith("+json")
     if media == "application/json" or structured_json:
         return "json"
@@ -103,6 +111,8 @@ def check_media_type(value: str | None, allow_ndjson: bool) -> MediaKind:
     accepted = "application/json or application/*+json"
     if allow_ndjson:
         accepted += " or application/x-ndjson"
+    if allow_form:
+        accepted += " or " + FORM_MEDIA_TYPE
     given = value or "(none)"
     raise UnsupportedMediaType(f"Content-Type {given!r} is not supported: send {accepted}")
 
@@ -287,3 +297,35 @@ def _check_count(count: int, max_events: int) -> None:
         raise MalformedBody(
             f"the batch holds {count} events, more than the limit of {max_events}: split it"
         )
+
+
+def parse_form(body: bytes) -> dict[str, str | list[str]]:
+    """The fields of an ``application/x-www-form-urlencoded`` body (UTF-8) as a JSON object:
+    a field's value, or the list of its values, in order, when the name repeats."""
+    try:
+        pairs = parse_qsl(
+            body.decode("ascii"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=_MAX_FORM_FIELDS,
+        )
+    except UnicodeDecodeError:
+        raise MalformedBody("the form body is not URL-encoded UTF-8") from None
+    except ValueError:
+        raise MalformedBody(f"the form body has more than {_MAX_FORM_FIELDS} fields") from None
+    fields: dict[str, str | list[str]] = {}
+    for name, value in pairs:
+        found = fields.get(name)
+        if found is None:
+            fields[name] = value
+        elif isinstance(found, list):
+            found.append(value)
+        else:
+            fields[name] = [found, value]
+    return fields
+
+
+def parse_form_event(body: bytes) -> ParsedEvent:
+    """A form body as one event: the JSON object of its fields, hashed as canonical JSON."""
+    return _as_event(parse_form(body), "the form")

@@ -17,17 +17,18 @@ from typing import Any
 
 import redis
 
-from ingest.ratelimit import TAKE_TOKENS_LUA, RateDecision, TokenBucket
-
 __all__ = [
+    "CLAIM_LUA",
     "MAX_KEYS_PER_CALL",
     "Claim",
     "ClaimOutcome",
     "CoalescedScript",
     "IdempotencyStore",
+    "content_mark",
     "encode_result",
     "event_key",
     "idempotency_key",
+    "key_name",
 ]
 
 # Bounds the time one script call holds Redis; bigger batches take a few round trips.
@@ -36,32 +37,47 @@ MAX_KEYS_PER_CALL = 5000
 # the publisher completes every accepted event through this.
 _RESULT_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
-# Values are "I|<hash>" while in flight and "D|<hash>|<result json>" once completed. A Lua
-# function, shared by the claim script and the one that charges rate limits in the same step.
-# It returns an outcome code (see _OUTCOMES) and, for a duplicate, the stored result.
-_CLAIM_LUA = """
-local function claim(key, hash, px)
+# A key is remembered as compactly as Redis allows (see docs/performance.md, idempotency keys):
+# its name is ``<namespace>:`` and 16 bytes of SHA-256 over the source and the key, and its
+# value says what the content was through its *mark* (:func:`content_mark`, the first 64 bits
+# of the content hash as a decimal integer, which Redis keeps as an integer, not a string):
+#   ``<mark>``            accepted (a duplicate's answer is rebuilt from the request itself),
+#   ``I<mark>``           claimed, still in flight,
+#   ``R<mark>|<json>``    completed with a stored result (a batch request's per-event results).
+# CLAIM_LUA is shared by the claim script here and the webhook streams' accept scripts
+# (ingest.webhooks.stream). ``judge`` returns an outcome code (see _OUTCOMES) and, for a
+# duplicate with a stored result, that result.
+CLAIM_LUA = """
+local function judge(value, mark)
+  local first = string.sub(value, 1, 1)
+  if first == 'I' then
+    if string.sub(value, 2) == mark then return 'F', '' end
+    return 'C', ''
+  elseif first == 'R' then
+    local bar = string.find(value, '|', 2, true)
+    if bar and string.sub(value, 2, bar - 1) == mark then
+      return 'D', string.sub(value, bar + 1)
+    end
+    return 'C', ''
+  end
+  if value == mark then return 'D', '' end
+  return 'C', ''
+end
+local function claim(key, mark, px)
   -- SET NX GET (Redis 7.0+): claims an absent key, or returns what it holds, in one call.
-  local value = redis.call('SET', key, 'I|' .. hash, 'NX', 'PX', px, 'GET')
+  local value = redis.call('SET', key, 'I' .. mark, 'NX', 'PX', px, 'GET')
   if not value then
     return 'N', ''
   end
-  local stored = string.sub(value, 3, 2 + #hash)
-  local sep = string.sub(value, 3 + #hash, 3 + #hash)
-  if stored ~= hash or (sep ~= '' and sep ~= '|') then
-    return 'C', ''
-  elseif string.sub(value, 1, 1) == 'D' then
-    return 'D', string.sub(value, 4 + #hash)
-  end
-  return 'F', ''
+  return judge(value, mark)
 end
 """
 
-# KEYS: the keys to claim; ARGV: the in-flight TTL in ms, then each key's content hash.
+# KEYS: the keys to claim; ARGV: the in-flight TTL in ms, then each key's content mark.
 # The reply is one string of outcome codes, a character per key, followed by the stored
 # result of each duplicate in key order: a batch of new keys is a single bulk string.
 _BEGIN = (
-    _CLAIM_LUA
+    CLAIM_LUA
     + """
 local codes, out = {}, {''}
 for i, key in ipairs(KEYS) do
@@ -76,35 +92,20 @@ return out
 """
 )
 
-# Rate limits and one claim in one round trip. KEYS: the n buckets, then the key to claim.
-# ARGV: n, then take_tokens' own arguments (cost, now, rate and burst of each bucket), then
-# the in-flight TTL in ms and the content hash. The key is claimed only when every bucket
-# paid: a refused request leaves no claim. The reply is take_tokens' reply, followed by the
-# claim's code and payload when a claim was made.
-_TAKE_AND_BEGIN = (
-    TAKE_TOKENS_LUA
-    + _CLAIM_LUA
-    + """
-local n = tonumber(ARGV[1])
-local paid, out = take_tokens(n, tonumber(ARGV[2]), ARGV[3], 4)
-if paid then
-  local code, payload = claim(KEYS[n + 1], ARGV[2 * n + 5], ARGV[2 * n + 4])
-  out[#out + 1] = code
-  out[#out + 1] = payload
-end
-return out
-"""
-)
-
 # Completion never overwrites a different body's claim nor an earlier completion; it does
 # record a completion whose in-flight claim expired, because the work is durable by now.
+# ARGV: the TTL in ms, then each key's mark and result JSON ('' for none).
 _COMPLETE = """
 local written = 0
 for i, key in ipairs(KEYS) do
-  local hash = ARGV[2 * i]
+  local mark, result = ARGV[2 * i], ARGV[2 * i + 1]
   local value = redis.call('GET', key)
-  if (not value) or value == 'I|' .. hash then
-    redis.call('SET', key, 'D|' .. hash .. '|' .. ARGV[2 * i + 1], 'PX', ARGV[1])
+  if (not value) or value == 'I' .. mark then
+    if result == '' then
+      redis.call('SET', key, mark, 'PX', ARGV[1])
+    else
+      redis.call('SET', key, 'R' .. mark .. '|' .. result, 'PX', ARGV[1])
+    end
     written = written + 1
   end
 end
@@ -115,13 +116,37 @@ _RELEASE = """
 local released = 0
 for _, key in ipairs(KEYS) do
   local value = redis.call('GET', key)
-  if value and string.sub(value, 1, 2) == 'I|' then
+  if value and string.sub(value, 1, 1) == 'I' then
     redis.call('DEL', key)
     released = released + 1
   end
 end
 return released
 """
+
+
+def content_mark(content_hash: str) -> str:
+    """The first 64 bits of a hex SHA-256 as a signed decimal integer: what a remembered key
+    keeps of its content (Redis stores such a value as an integer, in no extra allocation)."""
+    head = b""
+    if len(content_hash) == 64:
+        try:
+            head = bytes.fromhex(content_hash[:16])
+        except ValueError:
+            head = b""
+    if len(head) != 8:
+        # Not a hex digest (hand-made input): hash it, so that equal text still gives equal marks.
+        head = hashlib.sha256(content_hash.encode("utf-8", "surrogatepass")).digest()[:8]
+    return str(int.from_bytes(head, "big", signed=True))
+
+
+def key_name(namespace: bytes, source: str, key: str) -> bytes:
+    """The Redis key that remembers idempotency ``key`` of ``source``: 16 bytes of SHA-256
+    over both (a client-chosen key of any size costs the same), behind ``namespace``."""
+    digest = hashlib.sha256(
+        source.encode("utf-8", "surrogatepass") + b"\x00" + key.encode("utf-8", "surrogatepass")
+    ).digest()
+    return namespace + b":" + digest[:16]
 
 
 class ClaimOutcome(enum.Enum):
@@ -215,10 +240,10 @@ def _key_text(value: object) -> str | None:
 class IdempotencyStore:
     """Claims, completions and releases of idempotency keys, each batch in one Redis round trip.
 
-    Key layout: ``<namespace>:{<source>}:<sha256 hex of the key>``. Hashing bounds the size of
-    client-chosen keys; the braces make one source's keys share a Redis Cluster slot, which the
-    multi-key scripts need. A key repeated within one ``begin_many`` call sees its own earlier
-    claim, so the repeat comes back ``IN_FLIGHT`` (same hash) or ``CONFLICT``.
+    Keys are named by :func:`key_name` and hold the values described at ``CLAIM_LUA``. A key
+    repeated within one ``begin_many`` call sees its own earlier claim, so the repeat comes
+    back ``IN_FLIGHT`` (same content) or ``CONFLICT``. The webhook streams' accept scripts
+    (``ingest.webhooks.stream``) claim keys in the same layout, so both agree on every key.
     """
 
     def __init__(
@@ -233,16 +258,19 @@ class IdempotencyStore:
         self._redis = redis_client
         self._ttl_ms = _millis(ttl_seconds)
         self._inflight_ms = _millis(inflight_ttl_seconds)
-        self._namespace = namespace
+        self._namespace = namespace.encode()
         self._begin = redis_client.register_script(_BEGIN)
-        self._take_and_begin = CoalescedScript(redis_client, _TAKE_AND_BEGIN)
         self._complete = redis_client.register_script(_COMPLETE)
         self._release = redis_client.register_script(_RELEASE)
 
-    def redis_key(self, source: str, key: str) -> str:
+    @property
+    def ttl_ms(self) -> int:
+        """How long a completed key is remembered, in milliseconds."""
+        return self._ttl_ms
+
+    def redis_key(self, source: str, key: str) -> bytes:
         """Return the Redis key that holds ``key`` of ``source``."""
-        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        return f"{self._namespace}:{{{source}}}:{digest}"
+        return key_name(self._namespace, source, key)
 
     def begin(self, source: str, key: str, content_hash: str) -> Claim:
         """Claim ``key`` for a body with ``content_hash``; see ``ClaimOutcome``."""
@@ -255,7 +283,7 @@ class IdempotencyStore:
         claims: list[Claim] = []
         for chunk in _chunks(items):
             keys = [self.redis_key(source, key) for key, _ in chunk]
-            args = [self._inflight_ms, *(content_hash for _, content_hash in chunk)]
+            args = [self._inflight_ms, *(content_mark(content_hash) for _, content_hash in chunk)]
             reply = self._begin(keys=keys, args=args)
             codes, stored = _text(reply[0]), iter(reply[1:])
             for code, (key, _) in zip(codes, chunk, strict=True):
@@ -264,46 +292,21 @@ class IdempotencyStore:
                 claims.append(Claim(outcome=outcome, key=key, result=result))
         return claims
 
-    def take_and_begin(
-        self,
-        buckets: TokenBucket,
-        checks: Sequence[tuple[str, float, int]],
-        source: str,
-        key: str,
-        content_hash: str,
-    ) -> tuple[list[RateDecision], Claim | None]:
-        """Charge one token from every ``(name, rate, burst)`` bucket and, only if all of them
-        paid, claim ``key``: ``buckets.take_many`` then ``begin``, in one round trip.
-
-        The claim is None when a bucket refused (the key is left alone). ``buckets`` must keep
-        its buckets in this store's Redis; the web process checks that before using this.
-        """
-        _check_hash(content_hash)
-        bucket_keys, bucket_args = buckets.script_input(checks, 1)
-        reply = self._take_and_begin(
-            [*bucket_keys, self.redis_key(source, key)],
-            [len(checks), *bucket_args, self._inflight_ms, content_hash],
-        )
-        decisions = buckets.read_reply(checks, 1, reply)
-        if len(reply) == len(checks) + 1:
-            return decisions, None
-        code, payload = _text(reply[-2]), _text(reply[-1])
-        outcome = _OUTCOMES[code]
-        result = _result(payload) if outcome is ClaimOutcome.DUPLICATE else None
-        return decisions, Claim(outcome=outcome, key=key, result=result)
-
     def complete(self, source: str, key: str, content_hash: str, result: dict[str, Any]) -> None:
         """Mark ``key`` completed with ``result``, remembered for ``ttl_seconds``."""
         self.complete_many(source, [(key, content_hash, result)])
 
     def complete_many(self, source: str, items: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
-        """Mark every ``(key, content_hash, result)`` completed in one round trip per chunk."""
+        """Mark every ``(key, content_hash, result)`` completed in one round trip per chunk.
+
+        An empty ``result`` is not stored: a duplicate's answer is then rebuilt from its request.
+        """
         for _, content_hash, _ in items:
             _check_hash(content_hash)
         for chunk in _chunks(items):
             args: list[str | int] = [self._ttl_ms]
             for _, content_hash, result in chunk:
-                args += [content_hash, encode_result(result)]
+                args += [content_mark(content_hash), encode_result(result) if result else ""]
             self._complete(keys=[self.redis_key(source, key) for key, _, _ in chunk], args=args)
 
     def release(self, source: str, key: str) -> None:
@@ -361,6 +364,7 @@ class CoalescedScript:
         self._lock = threading.Lock()
         self._queue: list[_Call] = []
         self._busy = False
+        self._conn: Any = None
 
     def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run the script with ``keys`` and ``args``; return its reply (or raise its error)."""
@@ -392,7 +396,9 @@ class CoalescedScript:
             self._send(batch)
         except Exception as exc:  # the round trip failed: so did every call it carried
             for call in batch:
-                call.error, call.answered = exc, True
+                # Each its own copy: one instance raised in many greenlets would pile up
+                # every raise's frames in its traceback.
+                call.error, call.answered = _own_copy(exc), True
         finally:
             for call in batch:
                 if not call.answered:  # the sender was interrupted
@@ -412,10 +418,6 @@ class CoalescedScript:
             first.ready.set()
 
     def _send(self, batch: list[_Call]) -> None:
-        if len(batch) == 1:  # alone: a plain call, which also reloads a flushed script
-            batch[0].reply = self._script(keys=batch[0].keys, args=batch[0].args)
-            batch[0].answered = True
-            return
         replies = self._pipeline(batch)
         if any(_no_script(r) for r in replies):
             # Redis restarted or was flushed: load the script once, then run the calls it
@@ -432,10 +434,78 @@ class CoalescedScript:
             call.answered = True
 
     def _pipeline(self, calls: list[_Call]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for call in calls:
-            pipe.execute_command("EVALSHA", self._sha, len(call.keys), *call.keys, *call.args)
-        return list(pipe.execute(raise_on_error=False))
+        """Send every call's ``EVALSHA`` in one write and read their replies in order.
+
+        The commands are packed here (RESP, one ``bytes.join``) rather than by redis-py,
+        whose per-argument encoding cost as much CPU as the rest of a webhook request. A
+        write that fails is retried once on a fresh connection (nothing ran); a failure
+        after the write is not, since the scripts may have run.
+        """
+        packed = b"".join(_pack_evalsha(self._sha, call.keys, call.args) for call in calls)
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.send_packed_command([packed], check_health=False)
+            except (redis.exceptions.ConnectionError, OSError):
+                conn.disconnect()
+                if attempt == 2:
+                    raise
+                continue
+            try:
+                replies: list[Any] = []
+                for _ in calls:
+                    try:
+                        replies.append(conn.read_response())
+                    except redis.exceptions.ResponseError as exc:
+                        replies.append(exc)
+                return replies
+            except BaseException:
+                conn.disconnect()
+                raise
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> Any:
+        """This script's own connection: only one round trip is ever in flight (the queued
+        calls wait for it), so one connection serves every call, without the pool's
+        per-checkout readiness poll. It reconnects by itself after a failure."""
+        if self._conn is None:
+            pool = self._client.connection_pool
+            self._conn = pool.connection_class(**pool.connection_kwargs)
+        return self._conn
+
+
+def _pack_evalsha(sha: str, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
+    parts = [b"EVALSHA", sha.encode(), str(len(keys)).encode()]
+    parts += [_arg(v) for v in keys]
+    parts += [_arg(v) for v in args]
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+def _arg(value: Any) -> bytes:
+    """An argument as redis-py would encode it."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, bool):
+        raise TypeError("booleans are not Redis arguments")
+    if isinstance(value, int):
+        return str(value).encode()
+    if isinstance(value, float):
+        return repr(value).encode()
+    raise TypeError(f"not a Redis argument: {type(value).__name__}")
+
+
+def _own_copy(exc: Exception) -> Exception:
+    try:
+        copy = type(exc)(*exc.args)
+    except Exception:
+        return exc
+    copy.__cause__ = exc
+    return copy
 
 
 def _no_script(reply: Any) -> bool:

@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from ingest.config import HttpConfig, SourceConfig
+from ingest.config import HttpConfig, SignatureSettings, SourceConfig
 from ingest.http.event_schema import EventSchema, load_event_schema
 from ingest.http.idempotency import ClaimOutcome
+from ingest.http.providers import PRESETS, Preset
 from ingest.http.signatures import SignatureConfig, check_signature_config
 
 __all__ = [
@@ -52,24 +53,28 @@ class WebhookSource:
     observed_at_field: str | None
     rate_checks: tuple[RateCheck, ...]
     event_schema: EventSchema | None = None
+    provider: str | None = None
+    id_header: str | None = None
+    observed_at_header: str | None = None
+    public_url: str | None = None  # without a trailing slash; Twilio signs it + path and query
+    form_bodies: bool = False  # application/x-www-form-urlencoded bodies are events too
 
     @classmethod
     def from_config(
         cls, name: str, source: SourceConfig, http: HttpConfig, schemas_dir: str | None = None
     ) -> WebhookSource:
-        """Prepare ``source``; ``ValueError`` naming the source when it could never verify."""
-        sig = source.signature
-        signature = SignatureConfig(
-            scheme=sig.scheme,
-            secrets=tuple(sig.secrets),
-            header=sig.header,
-            prefix=sig.prefix,
-            tolerance_seconds=sig.tolerance_seconds,
-        )
+        """Prepare ``source``; ``ValueError`` naming the source when it could never verify.
+
+        A ``provider`` preset fills in what the source does not give explicitly.
+        """
+        preset = PRESETS.get(source.provider or "")
+        signature = _signature_config(source.signature, preset)
         try:
             check_signature_config(signature)
         except ValueError as exc:
             raise ValueError(f"http.sources.{name}.signature: {exc}") from None
+        if signature.scheme == "twilio" and not source.public_url:
+            raise ValueError(f"http.sources.{name}.publicUrl: the twilio scheme needs it")
         schema = None
         if source.event_schema:
             try:
@@ -83,18 +88,57 @@ class WebhookSource:
             signature=signature,
             purpose=source.purpose,
             classification=source.classification,
-            id_field=source.id_field,
-            observed_at_field=source.observed_at_field,
+            id_field=_own_or_preset(source, "id_field", preset),
+            observed_at_field=_own_or_preset(source, "observed_at_field", preset),
             rate_checks=(
                 (f"webhooks:source:{name}", own.max_per_second, own.burst_size),
                 (GLOBAL_BUCKET, glob.max_per_second, glob.burst_size),
             ),
             event_schema=schema,
+            provider=source.provider,
+            id_header=_own_or_preset(source, "id_header", preset),
+            observed_at_header=_own_or_preset(source, "observed_at_header", preset),
+            public_url=source.public_url.rstrip("/") if source.public_url else None,
+            form_bodies=preset is not None and preset.form_bodies,
         )
 
     def smallest_burst(self) -> int:
         """The largest cost any request of this source can ever be granted."""
         return min(burst for _, _, burst in self.rate_checks)
+
+
+def _own_or_preset(source: SourceConfig, name: str, preset: Preset | None) -> str | None:
+    """A source's own setting when it has one, else the preset's."""
+    own: str | None = getattr(source, name)
+    if own is not None or preset is None:
+        return own
+    found: str | None = getattr(preset, name)
+    return found
+
+
+_SIGNATURE_DEFAULTS = SignatureConfig("none")
+
+
+def _signature_config(sig: SignatureSettings, preset: Preset | None) -> SignatureConfig:
+    """The signature settings the source gives, over the preset's, over the defaults."""
+
+    def pick(name: str) -> Any:
+        for found in (getattr(sig, name), getattr(preset, name, None)):
+            if found is not None:
+                return found
+        return getattr(_SIGNATURE_DEFAULTS, name)
+
+    scheme = sig.scheme or (preset.scheme if preset is not None else None)
+    if scheme is None:  # SourceConfig refuses this; a hand-built config may not have been
+        raise ValueError("signature.scheme is required unless the source names a provider")
+    return SignatureConfig(
+        scheme=scheme,
+        secrets=tuple(sig.secrets),
+        header=pick("header"),
+        prefix=pick("prefix"),
+        tolerance_seconds=pick("tolerance_seconds"),
+        encoding=pick("encoding"),
+    )
 
 
 def webhook_sources(http: HttpConfig, schemas_dir: str | None = None) -> dict[str, WebhookSource]:

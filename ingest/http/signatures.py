@@ -1,4 +1,5 @@
-"""Webhook signature checks: Standard Webhooks, GitHub-style hex HMAC-SHA256, or none.
+"""Webhook signature checks: Standard Webhooks, HMAC-SHA256 of the body (GitHub's hex, Shopify's
+base64), Stripe's and Slack's timestamped HMACs, Twilio's HMAC-SHA1 of URL and form, or none.
 
 Every failure raises the same ``SignatureError`` so that a caller cannot learn which part failed.
 """
@@ -14,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 __all__ = [
     "SCHEMES",
@@ -24,9 +26,13 @@ __all__ = [
     "sign_hmac_sha256",
     "sign_standard_webhook",
     "verify_signature",
+    "verify_twilio",
 ]
 
-SCHEMES = ("standard-webhooks", "hmac-sha256", "none")
+SCHEMES = ("standard-webhooks", "hmac-sha256", "stripe", "slack", "twilio", "none")
+ENCODINGS = ("hex", "base64")
+# Schemes whose signed string carries a timestamp checked against toleranceSeconds.
+TIMESTAMPED = ("standard-webhooks", "stripe", "slack")
 _FAILURE = "signature verification failed"
 _SECRET_PREFIX = "whsec_"
 # Svix sends the same scheme under its own header names; accepting them costs nothing.
@@ -38,6 +44,7 @@ _STANDARD_HEADERS = {
 # Integer seconds only: a float or signed value is not what the sender signed as a timestamp.
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_B64_SHA256 = re.compile(r"[A-Za-z0-9+/]{43}=")
 
 
 class SignatureError(Exception):
@@ -57,10 +64,13 @@ class SignatureConfig:
     header: str = "X-Hub-Signature-256"
     prefix: str = "sha256="
     tolerance_seconds: int = 300
+    encoding: str = "hex"  # hmac-sha256: "hex" (GitHub) or "base64" (Shopify)
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ValueError(f"unknown signature scheme {self.scheme!r}; expected one of {SCHEMES}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {self.encoding!r}; expected one of {ENCODINGS}")
         # Callers often hold a list from JSON; a tuple keeps the config hashable and immutable.
         object.__setattr__(self, "secrets", tuple(self.secrets))
 
@@ -79,13 +89,13 @@ def check_signature_config(config: SignatureConfig) -> None:
         return
     if not config.secrets:
         raise ValueError(f"signature scheme {config.scheme!r} needs at least one secret")
+    if config.scheme in TIMESTAMPED and config.tolerance_seconds < 1:
+        raise ValueError("toleranceSeconds must be at least 1")
     if config.scheme == "standard-webhooks":
-        if config.tolerance_seconds < 1:
-            raise ValueError("toleranceSeconds must be at least 1")
         for index, secret in enumerate(config.secrets):
             if _standard_key(secret) is None:
                 raise ValueError(f"secret #{index + 1} is not whsec_ followed by base64")
-    elif not config.header:
+    elif config.scheme == "hmac-sha256" and not config.header:
         raise ValueError("hmac-sha256 needs a header name")
 
 
@@ -106,6 +116,10 @@ def verify_signature(
         if config.scheme == "hmac-sha256":
             _verify_hmac(config, lowered, raw)
             return VerifiedSignature()
+        if config.scheme in ("stripe", "slack"):
+            clock = time.time() if now is None else now
+            verify = _verify_stripe if config.scheme == "stripe" else _verify_slack
+            return verify(config, lowered, raw, clock)
     except SignatureError:
         raise
     except Exception as exc:
@@ -206,13 +220,163 @@ def _verify_hmac(config: SignatureConfig, headers: Mapping[str, str], body: byte
         if value[: len(prefix)].lower() != prefix.lower():
             raise SignatureError()
         value = value[len(prefix) :]
-    # Checking the shape first keeps compare_digest on ASCII and rejects garbage early.
-    if not _HEX_SHA256.fullmatch(value):
-        raise SignatureError()
-    offered = value.lower().encode("ascii")
+    if config.encoding == "base64":
+        # Base64 is case-sensitive: compared as sent, after a shape check like the hex one.
+        if not _B64_SHA256.fullmatch(value):
+            raise SignatureError()
+        offered = value.encode("ascii")
+    else:
+        # Checking the shape first keeps compare_digest on ASCII and rejects garbage early.
+        if not _HEX_SHA256.fullmatch(value):
+            raise SignatureError()
+        offered = value.lower().encode("ascii")
     matched = False
     for secret in config.secrets:
-        expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-        matched |= hmac.compare_digest(expected.encode("ascii"), offered)
+        digest = hmac.digest(secret.encode("utf-8"), body, "sha256")
+        expected = base64.b64encode(digest) if config.encoding == "base64" else digest.hex()
+        matched |= hmac.compare_digest(_ascii(expected), offered)
     if not matched:
         raise SignatureError()
+
+
+def _ascii(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("ascii")
+
+
+def _checked_timestamp(text: str, config: SignatureConfig, now: float) -> int:
+    if not _TIMESTAMP.fullmatch(text):
+        raise SignatureError()
+    timestamp = int(text)
+    if abs(now - timestamp) > config.tolerance_seconds:
+        raise SignatureError()
+    return timestamp
+
+
+def _any_hex_match(config: SignatureConfig, content: bytes, offered: list[str]) -> bool:
+    """Whether any secret's hex HMAC-SHA256 of ``content`` is among ``offered``, no early exit."""
+    candidates = [o.lower().encode("ascii") for o in offered if _HEX_SHA256.fullmatch(o)]
+    matched = False
+    for secret in config.secrets:
+        expected = hmac.new(secret.encode("utf-8"), content, hashlib.sha256).hexdigest()
+        for candidate in candidates:
+            matched |= hmac.compare_digest(expected.encode("ascii"), candidate)
+    return matched
+
+
+def _verify_stripe(
+    config: SignatureConfig, headers: Mapping[str, str], body: bytes, now: float
+) -> VerifiedSignature:
+    """``Stripe-Signature: t=<ts>,v1=<hex>[,v1=<hex>...]`` over ``"{t}.{body}"``; the secret
+    (``whsec_...``) is the HMAC key as it stands, as Stripe's libraries use it."""
+    stamps: list[str] = []
+    offered: list[str] = []
+    for item in headers.get("stripe-signature", "").split(","):
+        name, _, value = item.strip().partition("=")
+        if name == "t":
+            stamps.append(value.strip())
+        elif name == "v1":
+            offered.append(value.strip())
+    if len(stamps) != 1 or not offered:
+        raise SignatureError()
+    timestamp = _checked_timestamp(stamps[0], config, now)
+    if not _any_hex_match(config, stamps[0].encode("ascii") + b"." + body, offered):
+        raise SignatureError()
+    return VerifiedSignature(timestamp=timestamp)
+
+
+def _verify_slack(
+    config: SignatureConfig, headers: Mapping[str, str], body: bytes, now: float
+) -> VerifiedSignature:
+    """``X-Slack-Signature: v0=<hex>`` over ``"v0:{X-Slack-Request-Timestamp}:{body}"``."""
+    stamp = headers.get("x-slack-request-timestamp", "").strip()
+    timestamp = _checked_timestamp(stamp, config, now)
+    version, _, value = headers.get("x-slack-signature", "").strip().partition("=")
+    if version != "v0" or not _any_hex_match(config, f"v0:{stamp}:".encode() + body, [value]):
+        raise SignatureError()
+    return VerifiedSignature(timestamp=timestamp)
+
+
+def verify_twilio(
+    config: SignatureConfig,
+    headers: Mapping[str, str],
+    url: str,
+    body: bytes,
+    form: Mapping[str, str | list[str]] | None,
+) -> None:
+    """Check ``X-Twilio-Signature``: base64 HMAC-SHA1 of ``url`` followed, for a form body, by
+    each field name and its value in name order (repeated values sorted). A JSON body is
+    covered by the URL's ``bodySHA256`` query parameter instead, which must be its SHA-256.
+    HMAC-SHA256 when ``X-Twilio-Webhooks-Signature-Settings`` names it (a SharedKey).
+
+    ``url`` is the full URL the provider requested; like Twilio's own validator, it is tried
+    without and with the scheme's default port, since either may have been signed.
+    """
+    try:
+        lowered = _lower_keys(headers)
+        offered = lowered.get("x-twilio-signature", "").strip()
+        algorithm = _twilio_algorithm(lowered.get("x-twilio-webhooks-signature-settings", ""))
+        if algorithm is None or not _B64_DIGEST[algorithm].fullmatch(offered):
+            raise SignatureError()
+        parts = urlsplit(url)
+        if form is None:
+            hashes = [
+                v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "bodySHA256"
+            ]
+            if len(hashes) != 1 or not hmac.compare_digest(
+                hashlib.sha256(bytes(body)).hexdigest().encode("ascii"), _ascii(hashes[0].lower())
+            ):
+                raise SignatureError()
+        tail = "".join(
+            name + value
+            for name in sorted((form or {}).keys())
+            for value in sorted(set(_values((form or {})[name])))
+        ).encode("utf-8")
+        matched = False
+        for candidate in _twilio_urls(parts):
+            content = candidate.encode("utf-8") + tail
+            for secret in config.secrets:
+                digest = base64.b64encode(hmac.digest(secret.encode(), content, algorithm))
+                matched |= hmac.compare_digest(digest, offered.encode("ascii"))
+    except SignatureError:
+        raise
+    except Exception as exc:
+        raise SignatureError() from exc
+    if not matched:
+        raise SignatureError()
+
+
+_B64_DIGEST = {
+    "sha1": re.compile(r"[A-Za-z0-9+/]{27}="),
+    "sha256": re.compile(r"[A-Za-z0-9+/]{43}="),
+}
+_TWILIO_ALGORITHMS = {"HMAC_SHA1": "sha1", "HMAC_SHA256": "sha256"}
+
+
+def _twilio_algorithm(settings: str) -> str | None:
+    """The digest named by ``key=...,algorithm=HMAC_SHA256``; SHA-1 without one; None when
+    it names one this code does not know."""
+    for part in settings.split(","):
+        name, separator, value = part.partition("=")
+        if separator and name.strip() == "algorithm" and value.strip():
+            return _TWILIO_ALGORITHMS.get(value.strip().upper())
+    return "sha1"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _values(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _twilio_urls(parts: SplitResult) -> list[str]:
+    """The URL without its port and with the scheme's default port (when it had none)."""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    userinfo = parts.netloc.rpartition("@")[0]
+    base = f"{userinfo}@{host}" if userinfo else host
+    without = urlunsplit(parts._replace(netloc=base))
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    with_port = urlunsplit(parts._replace(netloc=f"{base}:{port}")) if port else without
+    return [without] if with_port == without else [without, with_port]

@@ -1,6 +1,6 @@
 """Storing a batch of accepted webhook events: provenance, content dedup, one sink file per batch.
 
-The batch payload is what the web process publishes (see ``webapp.publisher``)::
+The batch payload is what the web process publishes (see ``ingest.webhooks.drain``)::
 
     {"batchId": hex, "source": name, "sourceUri": url, "purpose": ..., "classification": ...,
      "events": [{"eventJson": canonical JSON text, "eventId": key, "contentHash": hex,
@@ -32,11 +32,19 @@ from ingest.hashing import canonical_json, sha256_hex
 from ingest.provenance import ProvenanceBuilder
 from ingest.sinks import Sink
 
-__all__ = ["StoredBatch", "batch_name", "dedup_scope", "record_lines", "store_event_batch"]
+__all__ = [
+    "StoredBatch",
+    "batch_name",
+    "dedup_scope",
+    "event_provenance",
+    "record_lines",
+    "store_event_batch",
+]
 
 # How sinks write a record (``json.dumps(record, ensure_ascii=False, separators=(",", ":"))``),
 # made once.
 _RECORD_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_PLACE = "\x00ingestedAt\x00"  # stands in for a value while the shared fields are encoded
 
 
 @dataclass(frozen=True)
@@ -115,25 +123,48 @@ def record_lines(
     builder: ProvenanceBuilder,
     items: Sequence[tuple[str, str, Mapping[str, Any]]],
 ) -> bytes:
-    """The JSON lines of the records ``{"data": ..., "provenance": builder.stamp(...)}`` of
+    """The JSON lines of the records ``{"data": ..., "provenance": event_provenance(...)}`` of
     ``(data JSON text, contentHash, payload entry)`` items, as the file sink writes records.
 
-    Each provenance is ``builder.stamp(contentHash, observed_at=entry["observedAt"],
-    eventId=entry["eventId"], receivedAt=entry["receivedAt"])``; the fields the batch shares
-    are encoded once.
+    The fields the batch shares are encoded once; see :func:`event_provenance` for the rest.
     """
-    head = _RECORD_ENCODER.encode(builder.common())[:-1]  # without its closing brace
+    common = builder.common()
+    stored_at = common["ingestedAt"]
+    # ingestedAt differs per event, in the place the shared fields give it: split around it.
+    common["ingestedAt"] = _PLACE
+    before, after = _RECORD_ENCODER.encode(common)[:-1].split(_json_text(_PLACE))
+    tail = f',"storedAt":{_json_text(stored_at)}}}}}\n'
     lines = []
     for data, content_hash, entry in items:
-        line = f'{{"data":{data},"provenance":{head},"contentHash":{_json_text(content_hash)}'
+        received_at = entry.get("receivedAt")
+        line = f'{{"data":{data},"provenance":{before}{_json_text(received_at or stored_at)}'
+        line += f'{after},"contentHash":{_json_text(content_hash)}'
         line += f',"observedAt":{_json_text(entry.get("observedAt"))}'
-        event_id, received_at = entry.get("eventId"), entry.get("receivedAt")
+        event_id = entry.get("eventId")
         if event_id is not None:
             line += f',"eventId":{_json_text(event_id)}'
         if received_at is not None:
             line += f',"receivedAt":{_json_text(received_at)}'
-        lines.append(line + "}}\n")
+        lines.append(line + tail)
     return "".join(lines).encode()
+
+
+def event_provenance(
+    builder: ProvenanceBuilder, content_hash: str, entry: Mapping[str, Any]
+) -> dict[str, Any]:
+    """An event's provenance: ``ingestedAt`` is when the web received it (``receivedAt``,
+    kept too), ``storedAt`` when this batch was stored (the builder's time)."""
+    received_at = entry.get("receivedAt")
+    record = builder.stamp(
+        content_hash,
+        observed_at=entry.get("observedAt"),
+        eventId=entry.get("eventId"),
+        receivedAt=received_at,
+    )
+    stored_at = record["ingestedAt"]
+    record["ingestedAt"] = received_at or stored_at
+    record["storedAt"] = stored_at
+    return record
 
 
 def store_event_batch(
@@ -182,12 +213,7 @@ def store_event_batch(
     records = [
         {
             "data": event,
-            "provenance": builder.stamp(
-                content_hash,
-                observed_at=entry.get("observedAt"),
-                eventId=entry.get("eventId"),
-                receivedAt=entry.get("receivedAt"),
-            ),
+            "provenance": event_provenance(builder, content_hash, entry),
         }
         for entry, (event, content_hash), kept in zip(entries, events, keep, strict=True)
         if kept

@@ -8,6 +8,7 @@ does not count its rows twice.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -19,12 +20,19 @@ from ingest.provenance import iso_now
 
 __all__ = [
     "COUNTERS",
+    "IMPORT_STATUSES",
     "ImportRequest",
     "ImportRequestError",
     "ImportStore",
     "RangeSummary",
     "parse_s3_uri",
 ]
+
+IMPORT_STATUSES = ("queued", "running", "succeeded", "failed")
+# The list of imports keeps at most this many (newest first), and none older than the states.
+INDEX_MAX_ENTRIES = 100_000
+# A filtered listing reads at most this many index entries looking for matches.
+INDEX_SCAN_LIMIT = 20_000
 
 ImportStatus = Literal["queued", "running", "succeeded", "failed"]
 COUNTERS = (
@@ -264,4 +272,63 @@ class ImportStore:
             "failed": int(raw.get("rangesFailed", 0)),
             "resumed": int(raw.get("rangesResumed", 0)),
         }
+        if raw.get("watch"):
+            state["watch"] = raw["watch"]
+            state["notification"] = self._notification(import_id, raw)
         return state
+
+    # -- the list of imports, and imports started by watches (continuous ingestion) --------
+    def key(self, import_id: str, part: str = "") -> str:
+        """The Redis key of an import's state hash, or of one of its parts (``objects``)."""
+        return self._key(import_id, part)
+
+    def _index_key(self, watch: str | None = None) -> str:
+        return f"{self.namespace}-index" + (f":watch:{watch}" if watch else "")
+
+    def index(self, import_id: str, watch: str | None = None, at: float | None = None) -> None:
+        """List the import (newest first); entries past the states' lifetime are dropped."""
+        now = time.time() if at is None else at
+        with self.client.pipeline() as pipe:
+            for key in [self._index_key()] + ([self._index_key(watch)] if watch else []):
+                pipe.zadd(key, {import_id: now})
+                pipe.zremrangebyscore(key, "-inf", now - self.ttl)
+                pipe.zremrangebyrank(key, 0, -INDEX_MAX_ENTRIES - 1)
+                pipe.expire(key, self.ttl)
+            pipe.execute()
+
+    def list_recent(
+        self, status: str | None = None, watch: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Listed imports, newest first, optionally only one status or one watch's."""
+        key = self._index_key(watch)
+        found: list[dict[str, Any]] = []
+        page = 200
+        for start in range(0, INDEX_SCAN_LIMIT, page):
+            ids = [i.decode() for i in self.client.zrevrange(key, start, start + page - 1)]
+            if not ids:
+                break
+            with self.client.pipeline(transaction=False) as pipe:
+                for import_id in ids:
+                    pipe.hget(self._key(import_id), "status")
+                statuses = pipe.execute()
+            for import_id, current in zip(ids, statuses, strict=True):
+                if current is None or (status and current.decode() != status):
+                    continue  # expired states leave the index when it is trimmed
+                state = self.get(import_id)
+                if state is not None:
+                    found.append(state)
+                if len(found) >= limit:
+                    return found
+        return found
+
+    def watched_objects(self, import_id: str) -> list[dict[str, Any]] | None:
+        """The object versions a watch gave this import, or None for an import of a prefix."""
+        raw = self.client.lrange(self._key(import_id, "objects"), 0, -1)
+        if not raw and not self.client.hget(self._key(import_id), "watch"):
+            return None
+        return [json.loads(item) for item in raw]
+
+    def _notification(self, import_id: str, raw: dict[str, str]) -> dict[str, Any]:
+        origin = json.loads(raw.get("notification") or "{}")
+        origin["objects"] = self.watched_objects(import_id) or []
+        return dict(origin)

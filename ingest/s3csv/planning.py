@@ -58,14 +58,18 @@ def plan_import(
     request: ImportRequest,
     import_id: str,
     ingested_by: str,
+    objects: list[ObjectInfo] | None = None,
 ) -> ImportPlan:
-    """List ``request.uri`` page by page and plan its ranges (large objects: nominal spans)."""
+    """List ``request.uri`` page by page and plan its ranges (large objects: nominal spans).
+
+    ``objects``, when given (the object versions a watch was notified of), replaces the listing.
+    """
     bucket, prefix = parse_s3_uri(request.uri)
     schema = schemas.get(request.schema_name)
     cfg = settings.s3csv
     dialect = CsvDialect(cfg.delimiter, cfg.quote_char, cfg.encoding, cfg.header)
     plan = ImportPlan()
-    for obj in list_objects(s3, bucket, prefix):
+    for obj in list_objects(s3, bucket, prefix) if objects is None else objects:
         if not _is_csv(obj.key):
             continue
         plan.objects += 1

@@ -97,8 +97,8 @@ def test_kill_9_of_redis_under_webhook_load(
         INGEST_HTTP__SOURCES=json.dumps(SOURCES),
         # The least Celery allows: a message left unacknowledged by the outage comes back soon.
         INGEST_CELERY__VISIBILITY_TIMEOUT="30",
-        # A message lost in the outage (popped, not yet recorded as unacked) comes back from
-        # the outbox this soon; batches merely slow to store are stored once all the same.
+        # Events a drain read before the outage and did not store are read again this soon;
+        # batches merely slow to store are stored once all the same.
         INGEST_HTTP__REDELIVER_AFTER="5",
     )
     worker = procs.start_worker(env)

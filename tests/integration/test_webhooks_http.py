@@ -19,7 +19,6 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from kombu.exceptions import OperationalError
 from standardwebhooks import Webhook
 
 from ingest.config import Settings, build_settings
@@ -28,9 +27,10 @@ from ingest.http.idempotency import IdempotencyStore
 from ingest.http.storage import store_event_batch
 from ingest.sinks import FileSink
 from ingest.verify import records_at, verify_records
-from tests.services import free_port, wait_for
-from webapp import create_app, publisher
-from webapp.publisher import stop_publisher
+from ingest.webhooks.drain import StreamEntry, payloads_of
+from ingest.webhooks.stream import stream_key
+from tests.services import free_port
+from webapp import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,6 @@ def config(redis_url: str, **overrides: Any) -> Settings:
 def app(redis_url: str, redis_client: redis.Redis) -> Iterator[Flask]:
     application = create_app(config(redis_url))
     yield application
-    stop_publisher(application)
 
 
 @pytest.fixture()
@@ -101,10 +100,18 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def published(client: redis.Redis) -> list[dict[str, Any]]:
-    """The batch payloads waiting in the ingest.webhooks queue, oldest first."""
-    messages = [json.loads(raw) for raw in reversed(client.lrange("ingest.webhooks", 0, -1))]
-    return [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages]
+def published(client: redis.Redis, source: str | None = None) -> list[dict[str, Any]]:
+    """The batch payloads a drain would store now, from the sources' streams, oldest first."""
+    keys = sorted(k.decode() for k in client.scan_iter(match="ingest:wh:{*}:events"))
+    names = [source] if source else [k[k.index("{") + 1 : k.rindex("}")] for k in keys]
+    batches = []
+    for name in names:
+        entries = [
+            StreamEntry(i.decode(), {k.decode(): v.decode() for k, v in f.items()})
+            for i, f in client.xrange(stream_key(name))
+        ]
+        batches += payloads_of(name, entries) if entries else []
+    return batches
 
 
 def events_of(client: redis.Redis) -> list[dict[str, Any]]:
@@ -157,7 +164,7 @@ class TestAccepted:
         assert answer.json["contentHash"] == sha256_hex(canonical_json(event))
         assert events_of(redis_client)[0]["observedAt"] == "2024-05-01T12:00:00Z"
 
-    def test_concurrent_requests_share_one_message(
+    def test_concurrent_requests_are_each_appended_once(
         self, app: Flask, redis_client: redis.Redis
     ) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -168,8 +175,8 @@ class TestAccepted:
         with ThreadPoolExecutor(16) as pool:
             codes = list(pool.map(send, range(64)))
         assert codes == [202] * 64
-        assert len(events_of(redis_client)) == 64
-        assert len(published(redis_client)) < 64
+        events = events_of(redis_client)
+        assert sorted(json.loads(e["eventJson"])["n"] for e in events) == list(range(64))
 
 
 class TestIdempotency:
@@ -293,47 +300,26 @@ class TestUnavailable:
         backpressure = {"highWaterMark": HIGH_WATER_MARK, "retryAfterSeconds": 7}
         app = create_app(config(redis_url, backpressure=backpressure))
         client = app.test_client()
-        # kombu keeps messages with a priority in sub-lists; they count too.
-        redis_client.rpush("ingest.webhooks", *["fake"] * HIGH_WATER_MARK)
-        redis_client.rpush("ingest.webhooks\x06\x169", "fake")
-        answer = wait_for(
-            lambda: (a := client.post("/v1/webhooks/open", json={"n": 1})).status_code == 503 and a,
-            5,
-            message="backpressure",
-        )
-        assert answer.headers["Retry-After"] == "7" and answer.json["error"]
-        redis_client.delete("ingest.webhooks", "ingest.webhooks\x06\x169")
-        wait_for(
-            lambda: client.post("/v1/webhooks/open", json={"n": 2}).status_code == 202,
-            5,
-            message="recovery",
-        )
-        stop_publisher(app)
+        codes = [client.post("/v1/webhooks/open", json={"n": n}).status_code for n in range(4)]
+        assert codes == [202] * HIGH_WATER_MARK + [503]  # nobody drains the stream here
+        answer = client.post("/v1/webhooks/open", json={"n": 9}, headers={"Idempotency-Key": "b"})
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "7" and "waiting" in answer.json["error"]
+        batch = client.post("/v1/webhooks/open/batch", json=[{"n": 10}])
+        assert batch.status_code == 503 and batch.headers["Retry-After"] == "7"
+        # Refused requests left nothing behind: their keys are free, their events not kept.
+        assert redis_client.xlen(stream_key("open")) == HIGH_WATER_MARK
+        first = redis_client.xrange(stream_key("open"), count=1)[0][0]
+        redis_client.xdel(stream_key("open"), first)  # one event stored by a drain
+        retry = client.post("/v1/webhooks/open", json={"n": 9}, headers={"Idempotency-Key": "b"})
+        assert retry.status_code == 202
 
     def test_redis_down_is_503_with_retry_after(self) -> None:
         app = create_app(config(f"redis://127.0.0.1:{free_port()}/0"))
-        try:
-            answer = app.test_client().post("/v1/webhooks/open", json={"n": 1})
-        finally:
-            stop_publisher(app)
-        assert answer.status_code == 503 and "Redis" in answer.json["error"]
-        assert answer.headers["Retry-After"]
-
-    def test_broker_refusing_the_batch_is_503_and_frees_the_key(
-        self, app: Flask, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        class Refusing:
-            def send_task(self, *args: Any, **kwargs: Any) -> None:
-                raise OperationalError("broker down")
-
-        monkeypatch.setattr(publisher, "producer_celery", lambda settings: Refusing())
-        headers = {"Idempotency-Key": "k-503"}
-        answer = app.test_client().post("/v1/webhooks/open", json={"n": 1}, headers=headers)
-        assert answer.status_code == 503 and answer.headers["Retry-After"]
-        stop_publisher(app)
-        monkeypatch.undo()
-        retry = app.test_client().post("/v1/webhooks/open", json={"n": 1}, headers=headers)
-        assert retry.status_code == 202
+        for path in ("/v1/webhooks/open", "/v1/webhooks/open/batch"):
+            answer = app.test_client().post(path, json={"n": 1} if "batch" not in path else [{}])
+            assert answer.status_code == 503 and "Redis" in answer.json["error"]
+            assert answer.headers["Retry-After"]
 
 
 class TestBatch:
@@ -458,20 +444,9 @@ def test_seed_example_config_still_accepts_events(redis_url: str, redis_client: 
     data["http"]["idempotency"]["redisUrl"] = redis_url
     data["http"]["sources"] = {"open": {"signature": {"scheme": "none"}, "purpose": "p"}}
     app = create_app(build_settings(data))
-    started = time.monotonic()
-    try:
-        answer = app.test_client().post("/v1/webhooks/open", json={"n": 1})
-    finally:
-        stop_publisher(app)
+    answer = app.test_client().post("/v1/webhooks/open", json={"n": 1})
     assert answer.status_code == 202
-    assert time.monotonic() - started >= 0.9  # a lone event waits out batchInterval (1000 ms)
-
-
-def test_publisher_names_match_the_worker() -> None:
-    from tasks.app import QUEUE_WEBHOOKS
-    from tasks.webhooks import TASK_NAME
-
-    assert (publisher.QUEUE, publisher.TASK_NAME) == (QUEUE_WEBHOOKS, TASK_NAME)
+    assert len(events_of(redis_client)) == 1  # durable when answered: no batch window to wait
 
 
 class TestEventSchema:

@@ -11,7 +11,13 @@ import pytest
 
 from ingest.hashing import canonical_json, sha256_hex
 from ingest.http.idempotency import encode_result, event_key, idempotency_key
-from ingest.http.storage import _event_of, _event_text, record_lines, store_event_batch
+from ingest.http.storage import (
+    _event_of,
+    _event_text,
+    event_provenance,
+    record_lines,
+    store_event_batch,
+)
 from ingest.provenance import ProvenanceBuilder
 from ingest.sinks import FileSink
 from ingest.sinks.traced import traced_sink
@@ -112,12 +118,7 @@ def _dumps_lines(builder: ProvenanceBuilder, entries: list[dict[str, Any]]) -> b
         event, content_hash = _event_of(entry)
         record = {
             "data": event,
-            "provenance": builder.stamp(
-                content_hash,
-                observed_at=entry.get("observedAt"),
-                eventId=entry.get("eventId"),
-                receivedAt=entry.get("receivedAt"),
-            ),
+            "provenance": event_provenance(builder, content_hash, entry),
         }
         out += json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
     return out
@@ -169,10 +170,15 @@ def test_a_batch_is_stored_the_same_either_way(tmp_path: Path) -> None:
     slow_file = tmp_path / "slow" / "webhooks" / "acme" / "b1.jsonl"
     fast_lines = fast_file.read_bytes().splitlines()
     slow_lines = slow_file.read_bytes().splitlines()
-    # ingestedAt is the builder's clock: equal up to that field.
+    # storedAt is the builder's clock (and ingestedAt where no receipt time was sent).
     for fast_line, slow_line in zip(fast_lines, slow_lines, strict=True):
         a, b = json.loads(fast_line), json.loads(slow_line)
-        a["provenance"].pop("ingestedAt"), b["provenance"].pop("ingestedAt")
+        for provenance in (a["provenance"], b["provenance"]):
+            assert provenance.pop("storedAt")
+            if "receivedAt" in provenance:
+                assert provenance["ingestedAt"] == provenance["receivedAt"]
+            else:
+                provenance.pop("ingestedAt")
         assert a == b
     assert store_event_batch(payload, fast, None, "webhook").already_stored
 

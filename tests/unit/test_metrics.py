@@ -197,12 +197,12 @@ class TestQueueDepthCollector:
         assert samples[("ingest_queue_messages", (("queue", "ingest.dlq"),))] == 1
         assert samples[("ingest_dlq_entries", ())] == 7
         assert samples[("ingest_queue_stats_up", ())] == 1
-        assert ("ingest_webhook_outbox_batches", ()) not in samples
+        assert ("ingest_webhook_events_waiting", ()) not in samples
 
-    def test_reads_the_outbox_when_given(self) -> None:
+    def test_reads_the_webhook_backlog_when_given(self) -> None:
         client = FakeRedis({})
-        collector = QueueDepthCollector(lambda: client, [], lambda: 0, outbox_depth=lambda: 3)
-        assert self.collect(collector)[("ingest_webhook_outbox_batches", ())] == 3
+        collector = QueueDepthCollector(lambda: client, [], lambda: 0, webhook_backlog=lambda: 3)
+        assert self.collect(collector)[("ingest_webhook_events_waiting", ())] == 3
 
     def test_readings_are_cached(self) -> None:
         client, now = FakeRedis({}), [100.0]

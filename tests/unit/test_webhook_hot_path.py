@@ -1,6 +1,6 @@
-"""The webhook hot path's shortcuts keep the contract: rate limits and the idempotency claim in
-one round trip, concurrent claims sharing round trips, flask-limiter confined to /admin, and
-access lines sampled only for successful webhook answers."""
+"""The webhook hot path's shortcuts keep the contract: rate limits, the idempotency claim and
+the append in one round trip, concurrent claims sharing round trips, flask-limiter confined to
+/admin, and access lines sampled only for successful webhook answers."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from flask import Flask
 from ingest.config import build_settings
 from ingest.http.idempotency import ClaimOutcome, CoalescedScript, IdempotencyStore
 from ingest.ratelimit import TokenBucket, ratelimit_headers
+from ingest.webhooks.stream import Accepted, EventStreams, Refused, stream_key
 from webapp import create_app, observability
 
 HASH_A = "a" * 64
@@ -33,60 +34,82 @@ def buckets(redis_client: redis.Redis) -> TokenBucket:
     return TokenBucket(redis_client)
 
 
-class TestTakeAndBegin:
-    def test_charges_every_bucket_and_claims(
-        self, store: IdempotencyStore, buckets: TokenBucket
-    ) -> None:
-        decisions, claim = store.take_and_begin(buckets, CHECKS, "acme", "k1", HASH_A)
-        assert claim is not None and claim.outcome is ClaimOutcome.NEW and claim.key == "k1"
-        assert [d.allowed for d in decisions] == [True, True]
-        assert [d.remaining for d in decisions] == [2, 49]
-        assert store.begin("acme", "k1", HASH_A).outcome is ClaimOutcome.IN_FLIGHT
+def accept(streams: EventStreams, key: str, content_hash: str) -> Accepted:
+    fields = ["e", "{}", "k", key, "h", content_hash, "r", "1.0", "u", "http://x/", "p", "p"]
+    found = streams.accept_one("acme", CHECKS, key, content_hash, fields)
+    assert isinstance(found, Accepted)
+    return found
 
-    def test_outcomes_match_begin(self, store: IdempotencyStore, buckets: TokenBucket) -> None:
-        store.take_and_begin(buckets, CHECKS, "acme", "k1", HASH_A)
-        _, in_flight = store.take_and_begin(buckets, CHECKS, "acme", "k1", HASH_A)
+
+class TestAcceptOne:
+    """Rate limits, the idempotency claim and the append to the stream in one round trip."""
+
+    @pytest.fixture()
+    def streams(
+        self, redis_client: redis.Redis, store: IdempotencyStore, buckets: TokenBucket
+    ) -> EventStreams:
+        return EventStreams(redis_client, buckets, store, high_water_mark=100)
+
+    def test_charges_every_bucket_claims_and_appends(
+        self, streams: EventStreams, store: IdempotencyStore, redis_client: redis.Redis
+    ) -> None:
+        accepted = accept(streams, "k1", HASH_A)
+        claim = accepted.claim
+        assert claim is not None and claim.outcome is ClaimOutcome.NEW and claim.key == "k1"
+        assert [d.allowed for d in accepted.decisions] == [True, True]
+        assert [d.remaining for d in accepted.decisions] == [2, 49]
+        assert store.begin("acme", "k1", HASH_A).outcome is ClaimOutcome.DUPLICATE
+        [(_, fields)] = redis_client.xrange(stream_key("acme"))
+        assert fields[b"k"] == b"k1" and fields[b"h"] == HASH_A.encode()
+
+    def test_outcomes_match_begin(self, streams: EventStreams, store: IdempotencyStore) -> None:
+        store.begin("acme", "busy", HASH_A)
+        in_flight = accept(streams, "busy", HASH_A).claim
         assert in_flight is not None and in_flight.outcome is ClaimOutcome.IN_FLIGHT
-        store.complete("acme", "k1", HASH_A, {"eventId": "k1", "contentHash": HASH_A})
-        _, conflict = store.take_and_begin(buckets, CHECKS, "acme", "k1", HASH_B)
+        accept(streams, "k1", HASH_A)
+        conflict = accept(streams, "k1", HASH_B).claim
         assert conflict is not None and conflict.outcome is ClaimOutcome.CONFLICT
 
-    def test_a_duplicate_pays_its_token_as_before(
-        self, store: IdempotencyStore, buckets: TokenBucket
+    def test_a_duplicate_pays_its_token_and_appends_nothing(
+        self, streams: EventStreams, redis_client: redis.Redis
     ) -> None:
-        store.take_and_begin(buckets, CHECKS, "acme", "k1", HASH_A)
-        store.complete("acme", "k1", HASH_A, {"eventId": "k1", "contentHash": HASH_A})
-        decisions, claim = store.take_and_begin(buckets, CHECKS, "acme", "k1", HASH_A)
-        assert claim is not None and claim.outcome is ClaimOutcome.DUPLICATE
-        assert claim.result == {"eventId": "k1", "contentHash": HASH_A}
-        assert decisions[0].remaining == 1
+        accept(streams, "k1", HASH_A)
+        again = accept(streams, "k1", HASH_A)
+        assert again.claim is not None and again.claim.outcome is ClaimOutcome.DUPLICATE
+        assert again.decisions[0].remaining == 1
+        assert redis_client.xlen(stream_key("acme")) == 1
 
-    def test_a_refused_request_claims_nothing(
-        self, store: IdempotencyStore, buckets: TokenBucket, redis_client: redis.Redis
+    def test_a_refused_request_claims_and_appends_nothing(
+        self, streams: EventStreams, store: IdempotencyStore, redis_client: redis.Redis
     ) -> None:
         for n in range(3):
-            store.take_and_begin(buckets, CHECKS, "acme", f"k{n}", HASH_A)
-        decisions, claim = store.take_and_begin(buckets, CHECKS, "acme", "late", HASH_A)
-        assert claim is None
-        assert [d.allowed for d in decisions] == [False, True]
-        assert int(ratelimit_headers(decisions)["Retry-After"]) >= 1
+            accept(streams, f"k{n}", HASH_A)
+        refused = accept(streams, "late", HASH_A)
+        assert refused.claim is None
+        assert [d.allowed for d in refused.decisions] == [False, True]
+        assert int(ratelimit_headers(refused.decisions)["Retry-After"]) >= 1
         assert redis_client.get(store.redis_key("acme", "late")) is None
+        assert redis_client.xlen(stream_key("acme")) == 3
         # The denial charged no bucket: the global one still holds what three requests left.
-        assert decisions[1].remaining == 47
+        assert refused.decisions[1].remaining == 47
 
-    def test_matches_the_two_separate_calls(
-        self, store: IdempotencyStore, buckets: TokenBucket, redis_client: redis.Redis
+    def test_a_full_stream_refuses_before_charging(
+        self, redis_client: redis.Redis, store: IdempotencyStore, buckets: TokenBucket
     ) -> None:
-        combined = [store.take_and_begin(buckets, CHECKS, "acme", "k", HASH_A) for _ in range(4)]
-        redis_client.flushdb()
-        separate = []
-        for _ in range(4):
-            decisions = buckets.take_many(CHECKS)
-            claim = store.begin("acme", "k", HASH_A) if all(d.allowed for d in decisions) else None
-            separate.append((decisions, claim))
-        assert [(ratelimit_headers(d), c) for d, c in combined] == [
-            (ratelimit_headers(d), c) for d, c in separate
-        ]
+        streams = EventStreams(redis_client, buckets, store, high_water_mark=2)
+        accept(streams, "k1", HASH_A)
+        accept(streams, "k2", HASH_A)
+        full = streams.accept_one("acme", CHECKS, "k3", HASH_A, ["e", "{}"])
+        assert isinstance(full, Refused) and full.length == 2
+        assert redis_client.get(store.redis_key("acme", "k3")) is None
+        assert buckets.take_many(CHECKS)[0].remaining == 0  # two charges, not three
+
+    def test_a_remembered_key_takes_little_memory(
+        self, streams: EventStreams, store: IdempotencyStore, redis_client: redis.Redis
+    ) -> None:
+        accept(streams, "a-long-client-chosen-key-" + "x" * 200, HASH_A)
+        key = store.redis_key("acme", "a-long-client-chosen-key-" + "x" * 200)
+        assert len(key) == 28 and redis_client.object("encoding", key) == b"int"
 
 
 class TestCoalescedScript:
@@ -221,7 +244,7 @@ class TestLoweredHeaders:
     def test_same_names_and_values_as_werkzeug(self) -> None:
         from werkzeug.test import EnvironBuilder
 
-        from webapp.webhooks import _lowered_headers
+        from webapp.webhooks import lowered_headers
 
         app = Flask("headers")
         builder = EnvironBuilder(
@@ -236,4 +259,4 @@ class TestLoweredHeaders:
             from flask import request
 
             expected = {name.lower(): value for name, value in request.headers.items()}
-            assert _lowered_headers() == expected
+            assert lowered_headers(request.environ) == expected

@@ -1,0 +1,358 @@
+"""Draining the webhook streams: read accepted events through a consumer group, store, acknowledge.
+
+Delivery is at least once and does not depend on any broker's own bookkeeping:
+
+- a drain reads new entries with ``XREADGROUP`` (they become *pending* for its consumer), stores
+  them as one sink file per batch, then acknowledges and deletes them (``XACK`` + ``XDEL``);
+- a drain killed in between leaves its entries pending: any later drain claims entries idle
+  for ``http.redeliverAfter`` seconds (``XPENDING`` + ``XCLAIM``) and stores them again;
+- storing is idempotent: a batch's sink name comes from its entry ids, and the content dedup
+  claims drop an event a differently grouped re-read would store twice;
+- an entry delivered more than ``celery.maxRetries + 1`` times goes to the DLQ, as a
+  ``ingest.webhooks.store_batch`` task that ``ingest dlq retry`` replays.
+
+At most :data:`SLOTS` drains run per source at once, each holding a lease (a Redis key with a
+short expiry that it renews while it works); a dispatcher starts slot 0, and a drain that reads
+full batches starts the next slot. A drain message lost on the way lets its lease expire, and
+the next poll starts another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from ingest.http.intake import epoch_to_iso
+from ingest.webhooks.stream import GROUP, kick_key, stream_key
+
+__all__ = [
+    "SLOTS",
+    "DrainReport",
+    "StreamDrainer",
+    "StreamEntry",
+    "lease_key",
+    "payloads_of",
+]
+
+log = logging.getLogger(__name__)
+SLOTS = 2
+LEASE_MS = 10_000
+MAX_SECONDS = 5.0  # a drain hands over after this long, so one source cannot hold a process
+IDLE_BLOCK_MS = 50  # a drain that just stored events waits this long for more before it ends
+LINGER_SECONDS = 0.015  # a busy drain's small read waits this long for more to join it
+
+# Deletes a lease only when it is still the caller's (compare and delete).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+# Renews a lease only when it is still the caller's; 0 when it was lost.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def lease_key(source: str, slot: int) -> str:
+    """The lease a running drain of ``source`` holds for ``slot``."""
+    return f"ingest:wh:{{{source}}}:drain:{slot}"
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    """One accepted event as its stream holds it (see ``ingest.webhooks.stream.entry_fields``)."""
+
+    id: str
+    fields: Mapping[str, str]
+
+    def payload_event(self) -> dict[str, Any]:
+        """The event as a batch payload carries it (see ``ingest.http.storage``)."""
+        f = self.fields
+        epoch = float(f.get("r") or 0)
+        return {
+            "eventJson": f.get("e", ""),
+            "eventId": f.get("k"),
+            "contentHash": f.get("h"),
+            "receivedAt": epoch_to_iso(epoch),
+            "receivedAtEpoch": epoch,
+            "observedAt": f.get("o"),
+        }
+
+    def terms(self) -> tuple[str, str, str | None]:
+        """What every event of one stored batch shares: source URI, purpose, classification."""
+        f = self.fields
+        return f.get("u", ""), f.get("p", "webhook"), f.get("c")
+
+
+def payloads_of(source: str, entries: Sequence[StreamEntry]) -> list[dict[str, Any]]:
+    """Batch payloads of ``entries``, one per distinct terms, each named by its entry ids.
+
+    The same entries always give the same ``batchId``, so a batch stored before its
+    acknowledgement was lost is found already stored.
+    """
+    groups: dict[tuple[str, str, str | None], list[StreamEntry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.terms(), []).append(entry)
+    payloads = []
+    for (uri, purpose, classification), members in groups.items():
+        ids = "\n".join(e.id for e in members).encode()
+        payloads.append(
+            {
+                "batchId": hashlib.sha256(ids).hexdigest()[:32],
+                "source": source,
+                "sourceUri": uri,
+                "purpose": purpose,
+                "classification": classification,
+                "events": [e.payload_event() for e in members],
+                "streamIds": [e.id for e in members],
+                "traces": [e.fields["t"] for e in members if e.fields.get("t")],
+            }
+        )
+    return payloads
+
+
+@dataclass
+class DrainReport:
+    """What one drain did."""
+
+    batches: int = 0
+    events: int = 0
+    dead_lettered: int = 0
+    failed: int = 0
+    reclaimed: int = 0
+
+
+Store = Callable[[dict[str, Any]], None]
+DeadLetter = Callable[[dict[str, Any], int], None]
+
+
+class StreamDrainer:
+    """Reads, acknowledges and reclaims a source's stream entries for one consumer."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        consumer: str,
+        batch_size: int,
+        redeliver_after: float,
+        max_deliveries: int,
+    ) -> None:
+        self._client = client
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self._idle_ms = max(1, int(redeliver_after * 1000))
+        self._max_deliveries = max_deliveries
+        self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(_RENEW)
+
+    # -- leases -------------------------------------------------------------------------
+
+    def acquire(self, source: str, slot: int) -> str | None:
+        """Take ``slot``'s lease for a new drain: its token, or None when one runs already."""
+        token = uuid.uuid4().hex
+        taken = self._client.set(lease_key(source, slot), token, nx=True, px=LEASE_MS)
+        return token if taken else None
+
+    def renew(self, source: str, slot: int, token: str) -> bool:
+        return bool(self._renew(keys=[lease_key(source, slot)], args=[token, LEASE_MS]))
+
+    def release(self, source: str, slot: int, token: str) -> None:
+        self._release(keys=[lease_key(source, slot)], args=[token])
+
+    # -- the stream ---------------------------------------------------------------------
+
+    def ensure_group(self, source: str) -> None:
+        try:
+            self._client.xgroup_create(stream_key(source), GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read_new(self, source: str, block_ms: int | None = None) -> list[StreamEntry]:
+        """Up to ``batch_size`` entries never delivered before; they become pending here.
+
+        ``block_ms``: wait that long for the first entry when none is there yet."""
+        # A wake-up published from now on means events this read did not see.
+        pipe = self._client.pipeline(transaction=False)
+        pipe.delete(kick_key(source))
+        pipe.xreadgroup(
+            GROUP,
+            self.consumer,
+            {stream_key(source): ">"},
+            count=self.batch_size,
+            block=block_ms,
+        )
+        try:
+            _, reply = pipe.execute()
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self.ensure_group(source)
+            return []
+        return [_entry(i, f) for _, items in reply or [] for i, f in items if f]
+
+    def reclaim(self, source: str) -> tuple[list[StreamEntry], list[StreamEntry]]:
+        """Entries left pending by a drain that died or failed, idle long enough: those to
+        store again, and those delivered too often already (for the DLQ)."""
+        key = stream_key(source)
+        try:
+            pending = self._client.xpending_range(
+                key, GROUP, min="-", max="+", count=self.batch_size, idle=self._idle_ms
+            )
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return [], []
+        if not pending:
+            return [], []
+        ids = [p["message_id"] for p in pending]
+        delivered = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        claimed = self._client.xclaim(key, GROUP, self.consumer, self._idle_ms, ids)
+        again: list[StreamEntry] = []
+        exhausted: list[StreamEntry] = []
+        gone = []
+        for entry_id, fields in claimed:
+            if not fields:  # deleted meanwhile (stored by another drain): just forget it
+                gone.append(entry_id)
+                continue
+            entry = _entry(entry_id, fields)
+            too_often = delivered.get(entry.id, 0) + 1 > self._max_deliveries
+            (exhausted if too_often else again).append(entry)
+        if gone:
+            self._client.xack(key, GROUP, *gone)
+        return again, exhausted
+
+    def ack(self, source: str, ids: Sequence[str]) -> None:
+        """Acknowledge and delete stored entries (one round trip)."""
+        if not ids:
+            return
+        key = stream_key(source)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xack(key, GROUP, *ids)
+        pipe.xdel(key, *ids)
+        pipe.execute()
+
+    def backlog(self, source: str) -> tuple[int, int]:
+        """``(undelivered, pending)`` events of the source's stream."""
+        key = stream_key(source)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xlen(key)
+        pipe.xpending(key, GROUP)
+        try:
+            length, pending = pipe.execute()
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return int(self._client.xlen(key)), 0
+        count = int(pending.get("pending", 0)) if isinstance(pending, dict) else 0
+        return max(0, int(length) - count), count
+
+    def oldest_pending_idle(self, source: str) -> float | None:
+        """Seconds the longest-waiting pending entry has been idle, or None when none is."""
+        try:
+            first = self._client.xpending_range(stream_key(source), GROUP, "-", "+", 1)
+        except redis.exceptions.ResponseError:
+            return None
+        return int(first[0]["time_since_delivered"]) / 1000 if first else None
+
+    # -- one drain ----------------------------------------------------------------------
+
+    def drain(
+        self,
+        source: str,
+        slot: int,
+        token: str,
+        store: Store,
+        dead_letter: DeadLetter,
+        spawn: Callable[[int], None] | None = None,
+        max_seconds: float = MAX_SECONDS,
+    ) -> DrainReport:
+        """Store ``source``'s events until its stream has none left or ``max_seconds`` pass.
+
+        ``store`` stores one batch payload (raising when it could not: the entries stay
+        pending and are reclaimed later); ``dead_letter`` keeps a payload delivered too often,
+        with its delivery count; ``spawn(slot)`` starts a drain for another slot when
+        this one keeps reading full batches.
+        """
+        report = DrainReport()
+        deadline = time.monotonic() + max_seconds
+        again, exhausted = self.reclaim(source)
+        report.reclaimed = len(again) + len(exhausted)
+        for payload in payloads_of(source, exhausted):
+            dead_letter(payload, self._max_deliveries)
+            self.ack(source, payload["streamIds"])
+            report.dead_lettered += len(payload["events"])
+        entries = again
+        busy = False
+        while True:
+            if not entries:
+                # While events keep coming, wait a moment for the next ones rather than end
+                # this task and have the dispatcher start another (a task costs far more).
+                entries = self.read_new(source, IDLE_BLOCK_MS if busy else None)
+                if busy and 2 <= len(entries) < self.batch_size // 4:
+                    # A steady stream (several per read): let a few more milliseconds' events
+                    # join this batch.
+                    # Each batch is a sink file and a few round trips, which cost far more
+                    # than the events in it; the wait stays well inside the latency target.
+                    time.sleep(LINGER_SECONDS)
+                    entries += self.read_new(source)
+                busy = bool(entries)
+            if not entries:
+                self.release(source, slot, token)
+                # An event appended after the last read may have woken nobody: look again.
+                undelivered, _ = self.backlog(source)
+                if undelivered == 0 or time.monotonic() > deadline:
+                    return report
+                if self._client.set(lease_key(source, slot), token, nx=True, px=LEASE_MS) is None:
+                    return report  # another drain took the slot and will read them
+                continue
+            if not self._store_all(source, entries, store, report):
+                self.release(source, slot, token)
+                return report
+            full = len(entries) >= self.batch_size
+            entries = []
+            if full and spawn is not None and slot + 1 < SLOTS:
+                spawn(slot + 1)
+                spawn = None
+            if time.monotonic() > deadline or not self.renew(source, slot, token):
+                self.release(source, slot, token)
+                return report
+
+    def _store_all(
+        self, source: str, entries: list[StreamEntry], store: Store, report: DrainReport
+    ) -> bool:
+        for payload in payloads_of(source, entries):
+            try:
+                store(payload)
+            except Exception as exc:  # left pending: reclaimed after redeliverAfter
+                log.warning(
+                    "storing %d events of %s failed; they stay pending: %s",
+                    len(payload["events"]),
+                    source,
+                    exc,
+                )
+                report.failed += len(payload["events"])
+                return False
+            self.ack(source, payload["streamIds"])
+            report.batches += 1
+            report.events += len(payload["events"])
+        return True
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _entry(entry_id: bytes | str, fields: Mapping[Any, Any]) -> StreamEntry:
+    return StreamEntry(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()})

@@ -1,0 +1,310 @@
+"""Accepting webhook events: one Redis round trip charges, claims and appends each event durably.
+
+Every source has a Redis Stream of the events accepted for it and not yet stored
+(``ingest:wh:{<source>}:events``). One Lua script, run atomically, decides a request:
+
+1. backpressure: a stream holding ``http.backpressure.highWaterMark`` events or more refuses
+   the request (503) before anything is charged;
+2. the token buckets (``ingest.ratelimit``): every bucket pays, or the request is refused
+   (429) and nothing else happens;
+3. the idempotency key (``ingest.http.idempotency``): a key seen before answers duplicate
+   (200), in flight (409) or conflict (422);
+4. otherwise the event is appended (``XADD``) and its key remembered as accepted, in the same
+   step: Redis applies all of it or none of it, and with AOF on the event is as durable as
+   the key. The web answers 202 when the script returns; nothing waits on a batch window.
+
+A worker's dispatcher is woken through a Pub/Sub channel (at most one message per source in
+a few milliseconds), and drain tasks read the stream through a consumer group
+(``ingest.webhooks.drain``). A lost wake-up only delays a drain: dispatchers also poll.
+
+The scripts are sent through :class:`~ingest.http.idempotency.CoalescedScript`: concurrent
+requests of one process share round trips under load, each still its own atomic script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from ingest.http.idempotency import (
+    _OUTCOMES,
+    CLAIM_LUA,
+    Claim,
+    ClaimOutcome,
+    CoalescedScript,
+    IdempotencyStore,
+    content_mark,
+)
+from ingest.ratelimit import TAKE_TOKENS_LUA, RateDecision, TokenBucket
+
+__all__ = [
+    "GROUP",
+    "WAKE_CHANNEL",
+    "Accepted",
+    "EventStreams",
+    "Refused",
+    "entry_fields",
+    "kick_key",
+    "stream_key",
+]
+
+GROUP = "store"  # the consumer group every worker's drain tasks read through
+WAKE_CHANNEL = "ingest:wh:wake"  # Pub/Sub: a source name, when its stream has new events
+KICK_MS = 5  # at most one wake-up per source in this many milliseconds
+
+
+def stream_key(source: str) -> str:
+    """The Redis Stream of a source's accepted, not yet stored events."""
+    return f"ingest:wh:{{{source}}}:events"
+
+
+def kick_key(source: str) -> str:
+    """Set for ``KICK_MS`` after a wake-up was published, so bursts publish once."""
+    return f"ingest:wh:{{{source}}}:kick"
+
+
+# Appends one event and wakes the dispatchers (at most once per KICK_MS). ARGV from index c:
+# the wake channel, the source name, then the entry's field/value pairs. KEYS: stream, kick.
+_APPEND_LUA = """
+local function append(stream, kick, c)
+  local id = redis.call('XADD', stream, '*', unpack(ARGV, c + 2))
+  if redis.call('SET', kick, '1', 'NX', 'PX', KICK_MS) then
+    redis.call('PUBLISH', ARGV[c], ARGV[c + 1])
+  end
+  return id
+end
+""".replace("KICK_MS", str(KICK_MS))
+
+# One event. KEYS: the n buckets, the idempotency key ('' for none), the stream, the kick key.
+# ARGV: n, cost, now, rate and burst of each bucket (take_tokens' input), then at a = 4 + 2n:
+# the key's TTL in ms, the content mark, the high-water mark (0: none), then _APPEND_LUA's.
+# Reply: {'B', length} when the stream is full; else take_tokens' reply, followed, when every
+# bucket paid, by the claim's code and its stored result (or the new entry's id).
+_ACCEPT_ONE = (
+    TAKE_TOKENS_LUA
+    + CLAIM_LUA
+    + _APPEND_LUA
+    + """
+local n = tonumber(ARGV[1])
+local a = 4 + 2 * n
+local stream, kick = KEYS[n + 2], KEYS[n + 3]
+local high = tonumber(ARGV[a + 2])
+if high > 0 then
+  local length = redis.call('XLEN', stream)
+  if length >= high then return {'B', tostring(length)} end
+end
+local paid, out = take_tokens(n, tonumber(ARGV[2]), ARGV[3], 4)
+if not paid then return out end
+local key, mark = KEYS[n + 1], ARGV[a + 1]
+if key ~= '' then
+  local value = redis.call('SET', key, mark, 'NX', 'PX', ARGV[a], 'GET')
+  if value then
+    local code, payload = judge(value, mark)
+    out[#out + 1] = code
+    out[#out + 1] = payload
+    return out
+  end
+end
+out[#out + 1] = 'N'
+out[#out + 1] = append(stream, kick, a + 3)
+return out
+"""
+)
+
+# Many events of one source (a batch request, already charged). KEYS: stream, kick, then one
+# idempotency key per event. ARGV: TTL in ms, high-water mark, f (field/value pairs per
+# event), the wake channel, the source, then per event its mark and its f pairs. Returns
+# {'B', length} when full, else the codes (a character per event) and each duplicate's result.
+_ACCEPT_MANY = (
+    CLAIM_LUA
+    + """
+local stream, kick = KEYS[1], KEYS[2]
+local high, f = tonumber(ARGV[2]), tonumber(ARGV[3])
+if high > 0 then
+  local length = redis.call('XLEN', stream)
+  if length >= high then return {'B', tostring(length)} end
+end
+local codes, out, added = {}, {''}, 0
+local at = 6
+for i = 3, #KEYS do
+  local mark = ARGV[at]
+  local code, payload = 'N', ''
+  if KEYS[i] ~= '' then
+    local value = redis.call('SET', KEYS[i], mark, 'NX', 'PX', ARGV[1], 'GET')
+    if value then code, payload = judge(value, mark) end
+  end
+  if code == 'N' then
+    redis.call('XADD', stream, '*', unpack(ARGV, at + 1, at + 2 * f))
+    added = added + 1
+  elseif code == 'D' then
+    out[#out + 1] = payload
+  end
+  codes[#codes + 1] = code
+  at = at + 1 + 2 * f
+end
+if added > 0 and redis.call('SET', kick, '1', 'NX', 'PX', KICK_MS) then
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
+out[1] = table.concat(codes)
+return out
+""".replace("KICK_MS", str(KICK_MS))
+)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The stream is at its high-water mark: nothing was charged, claimed or appended."""
+
+    length: int
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What accepting one event decided: the buckets' decisions, and the claim when they paid
+    (``None``: a bucket refused, nothing else happened). A ``NEW`` claim's event is durable."""
+
+    decisions: list[RateDecision]
+    claim: Claim | None
+
+
+def entry_fields(
+    event_json: str,
+    event_id: str,
+    content_hash: str,
+    received_at: float,
+    observed_at: str | None,
+    source_uri: str,
+    purpose: str,
+    classification: str | None,
+    trace: str | None = None,
+) -> list[str]:
+    """A stream entry's field/value pairs (see ``ingest.webhooks.drain.read_entry``).
+
+    Purpose and classification travel with each event, so a later config change or a DLQ
+    replay stores it under the terms it was accepted with.
+    """
+    fields = [
+        "e", event_json,
+        "k", event_id,
+        "h", content_hash,
+        "r", repr(received_at),
+        "u", source_uri,
+        "p", purpose,
+    ]  # fmt: skip
+    if observed_at is not None:
+        fields += ["o", observed_at]
+    if classification is not None:
+        fields += ["c", classification]
+    if trace:
+        fields += ["t", trace]
+    return fields
+
+
+class EventStreams:
+    """The accept side of the webhook streams, for one Redis (the rate limits' and keys')."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        buckets: TokenBucket,
+        keys: IdempotencyStore | None,
+        high_water_mark: int,
+    ) -> None:
+        self._client = client
+        self._buckets = buckets
+        self._keys = keys
+        self._high = high_water_mark
+        self._one = CoalescedScript(client, _ACCEPT_ONE)
+        self._many = CoalescedScript(client, _ACCEPT_MANY)
+        self._groups: set[str] = set()
+
+    def ensure_group(self, source: str) -> None:
+        """Create the source's stream and consumer group unless this process did already."""
+        if source in self._groups:
+            return
+        try:
+            self._client.xgroup_create(stream_key(source), GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups.add(source)
+
+    def accept_one(
+        self,
+        source: str,
+        checks: Sequence[tuple[str, float, int]],
+        key: str | None,
+        content_hash: str,
+        fields: Sequence[str],
+    ) -> Accepted | Refused:
+        """Charge one token from each bucket, claim ``key`` (None: idempotency off) and append
+        the event, in one round trip; see the module's docstring for the order."""
+        self.ensure_group(source)
+        bucket_keys, bucket_args = self._buckets.script_input(checks, 1)
+        store = self._keys
+        claimed: str | bytes = "" if key is None or store is None else store.redis_key(source, key)
+        ttl = store.ttl_ms if store is not None else 1
+        reply: list[Any] = self._one(
+            [*bucket_keys, claimed, stream_key(source), kick_key(source)],
+            [
+                len(checks),
+                *bucket_args,
+                ttl,
+                content_mark(content_hash),
+                self._high,
+                WAKE_CHANNEL,
+                source,
+                *fields,
+            ],
+        )
+        if _text(reply[0]) == "B":
+            return Refused(int(_text(reply[1])))
+        decisions = self._buckets.read_reply(checks, 1, reply)
+        if len(reply) == len(checks) + 1:
+            return Accepted(decisions, None)
+        code = _text(reply[-2])
+        outcome = _OUTCOMES[code]
+        result = _result(_text(reply[-1])) if outcome is ClaimOutcome.DUPLICATE else None
+        return Accepted(decisions, Claim(outcome=outcome, key=key or content_hash, result=result))
+
+    def accept_many(
+        self,
+        source: str,
+        items: Sequence[tuple[str | None, str, Sequence[str]]],
+    ) -> list[ClaimOutcome] | Refused:
+        """Claim and append each ``(key, content_hash, fields)`` (already charged); the events
+        whose claim is new are appended. Outcomes come back in order."""
+        self.ensure_group(source)
+        store = self._keys
+        keys: list[str | bytes] = [stream_key(source), kick_key(source)]
+        width = max((len(fields) // 2 for _, _, fields in items), default=0)
+        args: list[Any] = [store.ttl_ms if store else 1, self._high, width, WAKE_CHANNEL, source]
+        for key, content_hash, fields in items:
+            if len(fields) < 2 * width:
+                # The script reads a fixed width: pad with a field the reader ignores.
+                fields = [*fields, *["-", ""] * (width - len(fields) // 2)]
+            keys.append("" if key is None or store is None else store.redis_key(source, key))
+            args += [content_mark(content_hash), *fields]
+        reply = self._many(keys, args)
+        if _text(reply[0]) == "B":
+            return Refused(int(_text(reply[1])))
+        return [_OUTCOMES[code] for code in _text(reply[0])]
+
+
+def _text(value: bytes | str | int) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)
+
+
+def _result(payload: str) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(payload) if payload else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
