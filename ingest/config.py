@@ -148,6 +148,11 @@ class S3CsvConfig(Section):
     breaker_reset_seconds: float = Field(
         10.0, gt=0, description="Seconds the breaker stays open before a trial request."
     )
+    retain_freed_memory: bool = Field(
+        True,
+        description="Worker processes keep freed memory for the next range (no page faults "
+        "on its buffers; the process keeps its peak heap).",
+    )
     watches: list[WatchConfig] = Field(
         default_factory=list,
         description="Watched prefixes imported from S3 event notifications (see below).",

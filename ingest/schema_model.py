@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandera.api.pandas.container import DataFrameSchema
 
+from ingest.schema_arrow import TableValidation, compile_checks, run_checks
 from ingest.schema_convert import ColumnConversion, Kind, as_text, conversion_for, empty_to_null
 from ingest.schema_options import IngestOptions, SchemaLoadError, UnknownColumns
 from ingest.schema_regex import take_str_matches
@@ -68,6 +69,8 @@ class CsvSchema:
         self._validation_schema = self._without_coercion()
         self._str_matches = take_str_matches(self._validation_schema, self._conversions)
         self._column_order = {name: i for i, name in enumerate(self.columns)}
+        # None: the schema uses a check only pandera runs; validate_table then uses pandas.
+        self._arrow_checks = compile_checks(self._validation_schema, self._conversions)
 
     @classmethod
     def from_pandera(
@@ -140,6 +143,43 @@ class CsvSchema:
         rejects = log.rejections(frame.index)
         rejected = np.fromiter((r.position for r in rejects), np.int64, len(rejects))
         return ValidationResult(frame[~frame.index.isin(rejected)], rejects)
+
+    def validate_table(
+        self, table: pa.Table, mapping: Mapping[str, str] | None = None
+    ) -> TableValidation:
+        """:meth:`validate`, with the valid rows as an Arrow table: for schemas whose checks
+        compile to Arrow kernels (:mod:`ingest.schema_arrow`), no pandas frame is built at all.
+        Rows, reasons and failure cases are the same as :meth:`validate` gives."""
+        header = self._resolve(_mapped(table.column_names, mapping))
+        if header.problems or self._arrow_checks is None:
+            result = self.validate(table, mapping)
+            valid = pa.Table.from_pandas(result.valid, preserve_index=False)
+            return TableValidation(
+                valid, result.valid_positions, result.rejects, result.header_error
+            )
+        log = FailureLog(self._column_order)
+        columns, convertible = self._convert(table, header.sources, log)
+        by_name = {source.name: values for source, values in columns}
+        for str_match in self._str_matches:  # before the other checks, as validate() runs them
+            values = by_name.get(str_match.column)
+            failed = None if values is None else str_match.failing(values)
+            if failed is not None and convertible is not None:
+                failed &= convertible
+            if failed is not None and failed.any():
+                positions = np.flatnonzero(failed)
+                texts = values.take(positions).to_pylist()  # type: ignore[union-attr]
+                log.add(positions, str_match.column, str_match.identifier, texts)
+        run_checks(self._arrow_checks, list(by_name.items()), convertible, log)
+        data = pa.table(by_name) if by_name else pa.table({"": pa.nulls(table.num_rows)})
+        keep = np.ones(table.num_rows, dtype=bool) if convertible is None else convertible.copy()
+        rejects = log.rejections(np.flatnonzero(keep)) if log else []
+        if rejects:
+            keep[[r.position for r in rejects]] = False
+        if not keep.all():
+            data = data.filter(pa.array(keep))
+        if not by_name:
+            data = data.drop_columns([""])
+        return TableValidation(data, np.flatnonzero(keep).astype(np.int64), rejects)
 
     def _plan_conversions(self) -> dict[str, ColumnConversion]:
         plans = {}

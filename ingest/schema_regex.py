@@ -44,16 +44,25 @@ class StrMatch:
         if self.column not in frame.columns:
             return
         text = pa.array(frame[self.column].array)  # zero-copy for pyarrow-backed strings
+        failing = self.failing(text)
+        if failing is None:
+            return
+        values = text.filter(pa.array(failing)).to_pylist()
+        log.add(frame.index[failing], self.column, self.identifier, values)
+
+    def failing(self, text: Any) -> np.ndarray | None:
+        """A bool per value of the Arrow string column ``text``: True where it does not
+        match; None when every value matches."""
+        if isinstance(text, pa.ChunkedArray):
+            text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
         matched = pc.match_substring_regex(text, self.anchored)
         trailing = pc.fill_null(pc.ends_with(text, "\n"), False)
         if pc.any(trailing).as_py():
             matched = self._python_match_where(text, matched, trailing)
         passed = pc.fill_null(matched, self.ignore_na)
         if pc.all(passed, min_count=0).as_py():
-            return
-        failing = np.asarray(pc.invert(passed).to_numpy(zero_copy_only=False), dtype=bool)
-        values = text.filter(pa.array(failing)).to_pylist()
-        log.add(frame.index[failing], self.column, self.identifier, values)
+            return None
+        return np.asarray(pc.invert(passed).to_numpy(zero_copy_only=False), dtype=bool)
 
     def _python_match_where(self, text: Any, matched: Any, where: Any) -> Any:
         """``matched`` with Python's ``re.match`` answer where ``where`` is true."""

@@ -58,19 +58,24 @@ DOMAINS = ("example.org", "mail.example.com", "example.net")
 BATCH_ROWS = 10_000
 
 
-def _text(rng: random.Random, words: int, newline_rate: float) -> str:
+def _text(rng: random.Random, words: int, newline_rate: float, tricky: float | None) -> str:
     picked = rng.choices(WORDS, k=words)
     roll = rng.random()
-    if roll < 0.15:
+    # Shares of the field's roll: a comma, an escaped quote pair, a newline.
+    comma, quote = (0.15, 0.25) if tricky is None else (tricky * 0.4, tricky * 0.8)
+    newline = quote + newline_rate if tricky is None else tricky
+    if roll < comma:
         picked[0] += ","
-    elif roll < 0.25:
+    elif roll < quote:
         picked[-1] = f'""{picked[-1]}""'  # an escaped quote pair inside the quoted field
-    elif roll < 0.25 + newline_rate:
+    elif roll < newline:
         picked[0] += "\n"
+    if tricky is not None and roll >= newline:
+        return " ".join(picked)  # plain text needs no quotes
     return '"' + " ".join(picked) + '"'
 
 
-def _row(rng: random.Random, n: int, newline_rate: float) -> str:
+def _row(rng: random.Random, n: int, newline_rate: float, tricky: float | None = None) -> str:
     ts = f"2026-{1 + n % 12:02d}-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:{(n * 7) % 60:02d}Z"
     r = rng.random()
     return ",".join(
@@ -78,8 +83,8 @@ def _row(rng: random.Random, n: int, newline_rate: float) -> str:
             f"e-{n:08d}",
             ts,
             CATEGORIES[n % len(CATEGORIES)],
-            _text(rng, 1 + n % 2, newline_rate),
-            _text(rng, 2 + n % 4, newline_rate),
+            _text(rng, 1 + n % 2, newline_rate, tricky),
+            _text(rng, 2 + n % 4, newline_rate, tricky),
             f"{WORDS[n % len(WORDS)]}{n % 1000}@{DOMAINS[n % len(DOMAINS)]}",
             f"{r * 100:.2f}",
             f"{(r * 7919) % 180 - 90:.4f}",
@@ -89,14 +94,23 @@ def _row(rng: random.Random, n: int, newline_rate: float) -> str:
 
 
 def generate(
-    rows: int, seed: int = 0, newline_rate: float = 0.0005, line_ending: str = "\n"
+    rows: int,
+    seed: int = 0,
+    newline_rate: float = 0.0005,
+    line_ending: str = "\n",
+    tricky_rate: float | None = None,
 ) -> Iterator[str]:
-    """Yield the CSV text in batches: the header first, then ``rows`` rows; same seed, same text."""
+    """Yield the CSV text in batches: the header first, then ``rows`` rows; same seed, same text.
+
+    ``tricky_rate`` (None: the historic mix, a quarter of the text fields quoted with a comma
+    or an escaped quote) is the share of text fields holding a comma, an escaped quote pair
+    or a newline (2:2:1); the other fields are then written unquoted.
+    """
     rng = random.Random(seed)
     yield HEADER + line_ending
     for batch_start in range(0, rows, BATCH_ROWS):
         batch = [
-            _row(rng, n, newline_rate)
+            _row(rng, n, newline_rate, tricky_rate)
             for n in range(batch_start, min(rows, batch_start + BATCH_ROWS))
         ]
         yield line_ending.join(batch) + line_ending
@@ -115,10 +129,17 @@ def main(argv: list[str] | None = None) -> None:
         help="chance that a free-text field holds a newline",
     )
     parser.add_argument("--crlf", action="store_true", help="end lines with CRLF")
+    parser.add_argument(
+        "--tricky-rate",
+        type=float,
+        default=None,
+        help="share of text fields with a comma, escaped quote or newline (2:2:1); the rest "
+        "unquoted (default: the historic mix, ~25%% quoted with a comma or escaped quote)",
+    )
     args = parser.parse_args(argv)
     ending = "\r\n" if args.crlf else "\n"
     with args.out.open("w", encoding="utf-8", newline="") as out:
-        for text in generate(args.rows, args.seed, args.newline_rate, ending):
+        for text in generate(args.rows, args.seed, args.newline_rate, ending, args.tricky_rate):
             out.write(text)
 
 

@@ -28,6 +28,7 @@ import functools
 import io
 import os
 import pstats
+import resource
 import shutil
 import statistics
 import subprocess
@@ -58,6 +59,7 @@ class StageRun:
         self._stack: list[list[float]] = []  # [start, time spent in children]
         self.total = 0.0
         self.wall = 0.0
+        self.page_faults = 0  # minor faults: fresh pages the kernel had to map (and zero)
 
     def add_external(self, name: str, seconds: float) -> None:
         self.external[name] = seconds
@@ -99,10 +101,16 @@ class StageTimer:
             timer.patch(records, name, "row hashing")
         timer.patch(records, "parse_block", "pyarrow parse")
         timer.patch(CsvSchema, "validate", "validation")
+        timer.patch(CsvSchema, "validate_table", "validation")
         timer.patch(processor, "_dead_letter_rows", "dead letters")
         timer.patch(processor, "_dedup", "dedup")
         timer.patch(processor, "_output_table", "provenance + output table")
         timer.patch(processor.sink, "write_table", "parquet write")
+        timer.patch(pipeline, "read_own_records", "span boundaries + counts")
+        timer.patch(processor, "_stored_summary", "bookkeeping (summaries, marks)")
+        timer.patch(processor, "_save_summary", "bookkeeping (summaries, marks)")
+        if processor.dedup is not None:
+            timer.patch(processor.dedup, "forget_owner", "bookkeeping (summaries, marks)")
         return timer
 
     def patch(self, owner: Any, name: str, step: str) -> None:
@@ -151,6 +159,8 @@ class StageTimer:
             "= all processes",
             [run.total + sum(run.external.values()) for run in runs],
         )
+        faults = statistics.median(run.page_faults for run in runs)
+        lines.append(f"  minor page faults per MB     {faults / mb:7.0f}  (this process)")
         wall = statistics.median(run.wall for run in runs)
         lines.append(f"  wall: {wall:.2f} s = {mb / wall:.1f} MB/s for one process")
         return "\n".join(lines)
@@ -206,8 +216,10 @@ def _stages(
         client.flushdb()
         fresh = spec.model_copy(update={"rangeId": f"{spec.rangeId[:30]}-stage{attempt}"})
         before = {name: cpu_seconds(pid) for name, pid in servers.items()}
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         with timer.run() as run:
             summary = processor.process(fresh)
+        run.page_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
         for name, pid in servers.items():
             run.add_external(name, cpu_seconds(pid) - before[name])
         runs.append(run)

@@ -43,6 +43,7 @@ COUNTERS = (
     "rangesDone",
     "rangesFailed",
     "rangesResumed",
+    "blankLines",
 )
 
 
@@ -99,6 +100,7 @@ class RangeSummary(BaseModel):
     resumed: bool = False
     failed: bool = False
     error: str | None = None
+    blankLines: int = 0  # empty lines skipped: they hold no record (not even an empty field)
 
 
 _CREDIT = """
@@ -205,6 +207,7 @@ class ImportStore:
             "rangesDone": 0 if summary.failed else 1,
             "rangesFailed": 1 if summary.failed else 0,
             "rangesResumed": 1 if summary.resumed else 0,
+            "blankLines": summary.blankLines,
         }
         args: list[Any] = [summary.rangeId, summary.model_dump_json()]
         for name, value in increments.items():
@@ -220,7 +223,7 @@ class ImportStore:
     def recover_range(self, import_id: str, summary: RangeSummary) -> bool:
         """A failed range succeeded on a DLQ retry: count it done; the import may now succeed."""
         args: list[Any] = [summary.rangeId, summary.model_dump_json()]
-        for name in ("rowsStored", "rowsRejected", "duplicatesDropped"):
+        for name in ("rowsStored", "rowsRejected", "duplicatesDropped", "blankLines"):
             args += [name, getattr(summary, name)]
         args += ["bytesProcessed", summary.bytes]
         return bool(
@@ -258,6 +261,7 @@ class ImportStore:
         }
         for name in ("bytesProcessed", "rowsStored", "rowsRejected", "duplicatesDropped"):
             state[name] = int(raw.get(name, 0))
+        state["blankLines"] = int(raw.get("blankLines", 0))
         state["startedAt"] = raw.get("startedAt")
         state["finishedAt"] = raw.get("finishedAt")
         state["errors"] = errors

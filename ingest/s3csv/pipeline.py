@@ -28,11 +28,14 @@ from ingest.errors import PermanentError
 from ingest.provenance import ProvenanceBuilder, constant_text_column
 from ingest.s3csv.header import split_header
 from ingest.s3csv.imports import RangeSummary
-from ingest.s3csv.ranges import CsvDialect, CsvFormatError
+from ingest.s3csv.memory import retain_freed_memory
+from ingest.s3csv.ranges import CsvDialect, CsvFormatError, NewlineScan
 from ingest.s3csv.reader import iter_decompressed, read_range
 from ingest.s3csv.records import ParsedRange, parse_records
 from ingest.s3csv.segments import split_stream
-from ingest.schemas import CsvSchema, SchemaRegistry, ValidationResult
+from ingest.s3csv.spans import SpanLedger, read_own_records
+from ingest.schema_arrow import TableValidation
+from ingest.schemas import CsvSchema, SchemaRegistry
 from ingest.sinks import Sink
 
 __all__ = ["RangeProcessor", "RangeSpec", "range_identity"]
@@ -64,6 +67,11 @@ class RangeSpec(BaseModel):
     mapping: dict[str, str] = {}
     ingestedBy: str
     parentId: str | None = None
+    # Set by the planner for a nominal span of a large object that finds its own records
+    # (ingest.s3csv.spans): start/end are then the span, not record boundaries.
+    spanSize: int | None = None
+    objectSize: int | None = None
+    bodyStart: int = 0  # where the records after the header start (span 0 starts there)
 
     @property
     def uri(self) -> str:
@@ -96,6 +104,7 @@ class _Segment:
     names: tuple[str, ...]
     first_line: int
     base_offset: int
+    scan: NewlineScan | None = None  # the newline scan of ``data``, when made already
 
 
 class RangeProcessor:
@@ -125,6 +134,8 @@ class RangeProcessor:
             cfg.breaker_reset_seconds,
         )
         self.dialect = CsvDialect(cfg.delimiter, cfg.quote_char, cfg.encoding, cfg.header)
+        if cfg.retain_freed_memory:
+            retain_freed_memory()  # once per process (ingest.s3csv.memory)
 
     # -- the whole range -------------------------------------------------------------------
     def process(self, spec: RangeSpec) -> RangeSummary:
@@ -139,6 +150,7 @@ class RangeProcessor:
             total.rowsStored += summary.rowsStored
             total.rowsRejected += summary.rowsRejected
             total.duplicatesDropped += summary.duplicatesDropped
+            total.blankLines += summary.blankLines
             total.resumed = total.resumed or summary.resumed
         self._save_summary(spec.rangeId, "all", total)
         return total
@@ -202,10 +214,40 @@ class RangeProcessor:
                 split_stream(chunks, self.settings.s3csv.range_size, self.dialect), spec
             )
             return
+        if spec.spanSize is not None:
+            yield from self._own_records(spec)
+            return
         data = self.breaker.call(
             lambda: read_range(self.s3, spec.bucket, spec.key, spec.start, spec.end, spec.etag)
         )
         yield from self._with_header(iter([(data, spec.start)]), spec)
+
+    def _own_records(self, spec: RangeSpec) -> Iterator[_Segment]:
+        """A nominal span: fetch it once, find its records (see ingest.s3csv.spans)."""
+
+        def read(start: int, end: int) -> bytes:
+            return self.breaker.call(
+                lambda: read_range(self.s3, spec.bucket, spec.key, start, end, spec.etag)
+            )
+
+        assert spec.spanSize is not None and spec.objectSize is not None
+        own = read_own_records(
+            read,
+            SpanLedger(self.redis, spec.bucket, spec.key, spec.etag, spec.spanSize),
+            index=spec.index,
+            span=spec.spanSize,
+            object_size=spec.objectSize,
+            body_start=spec.bodyStart,
+            body_first_line=spec.firstLine,
+            quotechar=self.dialect.quotechar,
+        )
+        if not own.data:
+            return
+        if spec.headerB64 is not None:
+            names = _header_names(base64.b64decode(spec.headerB64), self.dialect)
+        else:
+            names = _positional_names(own.data, self.dialect)
+        yield _Segment(own.data, names, own.first_line, own.offset, own.scan)
 
     def _with_header(
         self, pieces: Iterator[tuple[bytes, int]], spec: RangeSpec
@@ -254,8 +296,9 @@ class RangeProcessor:
             dialect=self.dialect,
             first_line=segment.first_line,
             base_offset=segment.base_offset,
+            scan=segment.scan,
         )
-        result = schema.validate(parsed.table, spec.mapping or None)
+        result = schema.validate_table(parsed.table, spec.mapping or None)
         entries = self._dead_letter_rows(spec, schema, segment, parsed, result)
         if dead_letter:
             # Before the output: a re-run that finds the output must find these too.
@@ -264,7 +307,7 @@ class RangeProcessor:
         rejected = len(entries)
         owner = f"{spec.rangeId}-{part:04d}"
         positions, keep = self._dedup(spec, schema, parsed, result, owner)
-        table = self._output_table(spec, schema, parsed, result, positions[keep])
+        table = self._output_table(spec, schema, parsed, result, positions[keep], keep)
         written = self.sink.write_table(name, table)
         summary = RangeSummary(
             rangeId=spec.rangeId,
@@ -272,6 +315,7 @@ class RangeProcessor:
             rowsRejected=rejected,
             duplicatesDropped=int(len(keep) - keep.sum()),
             resumed=written.present > 0,
+            blankLines=parsed.blank_lines,
         )
         self._save_summary(spec.rangeId, str(part), summary)
         if self.dedup is not None:
@@ -283,14 +327,14 @@ class RangeProcessor:
         spec: RangeSpec,
         schema: CsvSchema,
         parsed: ParsedRange,
-        result: ValidationResult,
+        result: TableValidation,
         owner: str,
     ) -> tuple[np.ndarray, np.ndarray]:
-        positions = result.valid_positions
+        positions = result.positions
         if self.dedup is None or len(positions) == 0:
             return positions, np.ones(len(positions), dtype=bool)
         key_fields = schema.key_fields or self.settings.s3csv.deduplication.key_fields
-        if key_fields and all(f in result.valid.columns for f in key_fields):
+        if key_fields and all(f in result.valid.column_names for f in key_fields):
             ids = key_field_identities(result.valid, key_fields)
         else:
             hashes = parsed.content_hashes
@@ -305,8 +349,9 @@ class RangeProcessor:
         spec: RangeSpec,
         schema: CsvSchema,
         parsed: ParsedRange,
-        result: ValidationResult,
+        result: TableValidation,
         positions: np.ndarray,
+        keep: np.ndarray,
     ) -> pa.Table:
         n = len(positions)
         every_row = n == parsed.table.num_rows  # the common case: no take() needed
@@ -315,8 +360,9 @@ class RangeProcessor:
             # Chunked columns stay chunked: Table.to_struct_array copes, a copy costs.
             return array if every_row else array.take(pa.array(positions, type=pa.int64()))
 
-        valid = result.valid if len(result.valid) == n else result.valid.loc[positions]
-        data = pa.Table.from_pandas(valid, preserve_index=False)
+        # Validated rows are Arrow already (schema.validate_table): no pandas round trip.
+        valid = result.valid if result.valid.num_rows == n else result.valid.filter(pa.array(keep))
+        data = valid
         builder = ProvenanceBuilder(
             source_id=f"{spec.bucket}/{spec.key}",
             source_type="S3",
@@ -350,7 +396,7 @@ class RangeProcessor:
         self, schema: CsvSchema, spec: RangeSpec, parsed: ParsedRange, valid: Any, pick: Any, n: int
     ) -> pa.Array:
         column = schema.observed_at_column
-        if column is None or n == 0 or column not in valid.columns:
+        if column is None or n == 0 or column not in valid.column_names:
             return pa.nulls(n, type=pa.string())
         source = {v: k for k, v in spec.mapping.items()}.get(column, column)
         custom = column in (schema.options.datetime_formats or {})
@@ -358,7 +404,7 @@ class RangeProcessor:
             # The source text already passed ISO 8601 parsing; formatting it again costs
             # microseconds a row, so provenance keeps the observation time as written.
             return pick(parsed.table.column(source))
-        return _format_timestamps(valid[column], n)
+        return _format_timestamps(valid.column(column), n)
 
     def _dead_letter_rows(
         self,
@@ -366,7 +412,7 @@ class RangeProcessor:
         schema: CsvSchema,
         segment: _Segment,
         parsed: ParsedRange,
-        result: ValidationResult,
+        result: TableValidation,
     ) -> list[Any]:
         common: dict[str, Any] = {
             "import_id": spec.importId,
@@ -460,7 +506,7 @@ def _struct_column(columns: dict[str, Any], n: int) -> pa.Array | pa.ChunkedArra
 def _format_timestamps(values: Any, n: int) -> pa.Array:
     import pyarrow.compute as pc
 
-    array = pa.array(values, from_pandas=True)
+    array = values if isinstance(values, pa.ChunkedArray | pa.Array) else pa.array(values)
     if not pa.types.is_timestamp(array.type):
         return pc.cast(array, pa.string())
     text = pc.strftime(array, format="%Y-%m-%dT%H:%M:%S")

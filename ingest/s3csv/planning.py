@@ -9,7 +9,13 @@ from typing import Any
 from ingest.config import Settings
 from ingest.s3csv.imports import ImportRequest, parse_s3_uri
 from ingest.s3csv.pipeline import RangeSpec, range_identity
-from ingest.s3csv.ranges import CsvDialect, CsvFormatError, index_boundaries
+from ingest.s3csv.ranges import (
+    MAX_HEADER_BYTES,
+    CsvDialect,
+    CsvFormatError,
+    plan_ranges,
+    scan_newlines,
+)
 from ingest.s3csv.reader import ObjectInfo, is_compressed, iter_object, list_objects
 from ingest.schemas import SchemaRegistry
 
@@ -28,6 +34,9 @@ CSV_SUFFIXES = (
     ".zst",
     ".zstd",
 )
+
+
+HEADER_LOOK = 64 << 10
 
 
 @dataclass
@@ -51,7 +60,7 @@ def plan_import(
     ingested_by: str,
     objects: list[ObjectInfo] | None = None,
 ) -> ImportPlan:
-    """List ``request.uri`` page by page and plan its ranges (a pre-pass for large objects).
+    """List ``request.uri`` page by page and plan its ranges (large objects: nominal spans).
 
     ``objects``, when given (the object versions a watch was notified of), replaces the listing.
     """
@@ -109,18 +118,47 @@ def plan_import(
             plan.ranges.append(spec(0, obj.size, 1, None, 0))
             continue
         try:
-            index = index_boundaries(
-                iter_object(s3, bucket, obj.key, 8 << 20, obj.etag),
-                obj.size,
-                cfg.range_size,
-                dialect,
-            )
+            body = _body_start(s3, bucket, obj, dialect)
         except CsvFormatError as exc:
             plan.errors.append(f"s3://{bucket}/{obj.key}: {exc}")
             continue
-        for r in index.ranges:
-            planned = spec(r.start, r.end, r.first_line, index.header, r.index)
-            if r.index == 0:
-                planned.countedBytes = r.end  # the header before it is this range's too
+        if body is None or body[0] >= cfg.range_size:
+            # Nothing after the header, or a header longer than a span: one range reads it all.
+            plan.ranges.append(spec(0, obj.size, 1, None, 0))
+            continue
+        body_start, first_line, header = body
+        # Nominal spans, not read here: each range finds its own records (ingest.s3csv.spans),
+        # so every byte is fetched once, by the range that owns it.
+        for index, (start, end) in enumerate(plan_ranges(obj.size, cfg.range_size)):
+            planned = spec(start, end, first_line if index == 0 else 0, header, index)
+            planned.spanSize = cfg.range_size
+            planned.objectSize = obj.size
+            planned.bodyStart = body_start
             plan.ranges.append(planned)
     return plan
+
+
+def _body_start(
+    s3: Any, bucket: str, obj: ObjectInfo, dialect: CsvDialect
+) -> tuple[int, int, bytes | None] | None:
+    """Where the records start, their first line and the raw header, from the object's
+    first bytes (the start of a plain GET, closed once the header is in: 64 KiB pieces, at
+    most 1 MiB); None: no records after the header."""
+    if not dialect.header:
+        return 0, 1, None
+    head = b""
+    chunks = iter_object(s3, bucket, obj.key, HEADER_LOOK, obj.etag)
+    try:
+        for chunk in chunks:
+            head += chunk
+            scan = scan_newlines(head, dialect.quote_byte)
+            if len(scan.record_ends):
+                end = int(scan.record_ends[0]) + 1
+                return end, int((scan.newlines < end).sum()) + 1, head[:end]
+            if len(head) >= MAX_HEADER_BYTES:
+                break
+    finally:
+        chunks.close()  # type: ignore[attr-defined]  # a generator: closes the response
+    if len(head) == obj.size:
+        return None  # a header and nothing else
+    raise CsvFormatError(f"no end of the header in the first {MAX_HEADER_BYTES} bytes")

@@ -22,7 +22,7 @@ from ingest.hashing import sha256_hex
 from ingest.s3csv.arrow_csv import empty_table, parse_block
 from ingest.s3csv.digests import record_hex_digests
 from ingest.s3csv.header import parse_header, validate_names
-from ingest.s3csv.ranges import UTF8_BOM, CsvDialect, CsvFormatError, scan_newlines
+from ingest.s3csv.ranges import UTF8_BOM, CsvDialect, CsvFormatError, NewlineScan, scan_newlines
 from ingest.s3csv.slow_path import RecordSpan, SlowParse, parse_slowly, slow_table
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "CsvFormatError", "ParsedRange", "RejectedRecord", "parse_records"]
@@ -82,8 +82,9 @@ class _Layout:
     unterminated: bool  # the last record runs to the end of the data inside quotes
 
 
-def _layout(data: bytes, dialect: CsvDialect) -> _Layout:
-    scan = scan_newlines(data, dialect.quote_byte, keep_quotes=True)
+def _layout(data: bytes, dialect: CsvDialect, scan: NewlineScan | None = None) -> _Layout:
+    if scan is None or scan.quotes is None:
+        scan = scan_newlines(data, dialect.quote_byte, keep_quotes=True)
     starts = np.concatenate(([0], scan.record_ends + 1))
     stops = np.concatenate((scan.record_ends, [len(data)]))
     if starts[-1] >= len(data):  # data ends with a record terminator: no trailing record
@@ -124,10 +125,15 @@ class _RangeParser:
     """One :func:`parse_records` call: the data, its records, and the parts parsed so far."""
 
     def __init__(
-        self, data: bytes, names: tuple[str, ...], dialect: CsvDialect, use_threads: bool
+        self,
+        data: bytes,
+        names: tuple[str, ...],
+        dialect: CsvDialect,
+        use_threads: bool,
+        scan: NewlineScan | None = None,
     ) -> None:
         self.data, self.names, self.dialect, self.use_threads = data, names, dialect, use_threads
-        self.layout = _layout(data, dialect)
+        self.layout = _layout(data, dialect, scan)
         self.hashes = pa.array([], type=pa.string())
         self.tables: list[pa.Table] = []
         self.hash_parts: list[pa.Array] = []
@@ -225,6 +231,7 @@ def parse_records(
     base_offset: int,
     use_threads: bool = False,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    scan: NewlineScan | None = None,
 ) -> ParsedRange:
     """Parse ``data``, a whole number of CSV records, into string columns named by ``header``.
 
@@ -235,14 +242,15 @@ def parse_records(
     ``data`` and ``base_offset`` its offset in the object. Data at offset 0 may start with
     a UTF-8 BOM, which is skipped. Blank lines are counted, not returned. ``use_threads``
     lets pyarrow use every core and hash while it parses, for callers that are not one
-    process per core already.
+    process per core already. ``scan`` is :func:`~ingest.s3csv.ranges.scan_newlines` of
+    ``data`` with ``keep_quotes``, when the caller made it already.
     """
     if isinstance(header, str):
         raise TypeError("header must be the raw header bytes or a sequence of column names")
     names = parse_header(header, dialect) if isinstance(header, bytes) else validate_names(header)
     if base_offset == 0 and data.startswith(UTF8_BOM):
-        data, base_offset = data[len(UTF8_BOM) :], len(UTF8_BOM)
-    parser = _RangeParser(data, names, dialect, use_threads)
+        data, base_offset, scan = data[len(UTF8_BOM) :], len(UTF8_BOM), None
+    parser = _RangeParser(data, names, dialect, use_threads, scan)
     blocks = _blocks(parser.layout, len(data), block_size)
     if use_threads:
         # pyarrow parses without the GIL, so hashing (which holds it) runs alongside.
