@@ -1,7 +1,7 @@
 """Redis memory per idempotency key and per dedup mark, measured on a private Redis.
 
-Writes N keys the way the web process does (``IdempotencyStore.begin_many`` then
-``complete_many`` with the result the publisher stores) and N dedup marks the way a range or
+Writes N keys the way the web process remembers an accepted event's key (the value the
+accept script sets: the content mark alone, as ``complete_many`` with an empty result stores) and N dedup marks the way a range or
 webhook batch does (``DedupIndex.claim``), and reports ``INFO memory`` ``used_memory`` deltas
 per key and ``MEMORY USAGE`` of a few sample keys. Example::
 
@@ -50,7 +50,7 @@ def idempotency_bytes(client: redis.Redis, n: int) -> dict[str, Any]:
             key = f"msg_{i:012d}_k6load"  # a webhook-id of typical length
             items.append((key, hashlib.sha256(key.encode()).hexdigest()))
         store.begin_many("load", items)
-        store.complete_many("load", [(k, h, {"eventId": k, "contentHash": h}) for k, h in items])
+        store.complete_many("load", [(k, h, {}) for k, h in items])
     after = _used(client)
     samples = [
         int(client.memory_usage(store.redis_key("load", f"msg_{i:012d}_k6load")) or 0)
