@@ -19,6 +19,8 @@ use_multiprocess_values()
 
 bind = f"0.0.0.0:{_settings.port}"
 worker_class = "gevent"
+# gunicorn's C HTTP parser (the gunicorn_h1c package, a dependency), else its Python one.
+http_parser = "auto"
 # Two per core suits gevent's I/O-bound handlers.
 workers = _settings.web_workers or 2 * multiprocessing.cpu_count()
 worker_connections = 1000
