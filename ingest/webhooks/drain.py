@@ -46,7 +46,7 @@ SLOTS = 2
 LEASE_MS = 10_000
 MAX_SECONDS = 5.0  # a drain hands over after this long, so one source cannot hold a process
 IDLE_BLOCK_MS = 50  # a drain that just stored events waits this long for more before it ends
-LINGER_SECONDS = 0.015  # a busy drain's small read waits this long for more to join it
+LINGER_SECONDS = 0.005  # a busy drain's small read waits this long for more to join it
 
 # Deletes a lease only when it is still the caller's (compare and delete).
 _RELEASE = """
