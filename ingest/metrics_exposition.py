@@ -16,8 +16,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from ingest.http.backpressure import kombu_queue_lists
 from ingest.metrics_dir import active_metrics_dir
+from ingest.webhooks.backpressure import kombu_queue_lists
 
 __all__ = [
     "CONTENT_TYPE",

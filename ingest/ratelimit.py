@@ -24,7 +24,7 @@ __all__ = [
 # Stored per bucket: a hash {t: tokens, ts: milliseconds of the last charge}. A missing key is a
 # full bucket, so state expires once it would have refilled anyway and denials write nothing.
 # A Lua function, so that other scripts can charge buckets in the same step as their own work
-# (see ingest.http.idempotency): the buckets are KEYS[1..n]; bucket i's rate and burst are
+# (see ingest.webhooks.idempotency): the buckets are KEYS[1..n]; bucket i's rate and burst are
 # ARGV[a + 2i - 2] and ARGV[a + 2i - 1]; ``now_ms`` '' means the Redis server's clock. It
 # returns whether every bucket could pay (and so was charged) and the reply ``take_many`` reads.
 TAKE_TOKENS_LUA = """

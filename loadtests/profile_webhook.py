@@ -157,7 +157,7 @@ def signed_environ(
 
     from werkzeug.test import EnvironBuilder
 
-    from ingest.http.signatures import sign_standard_webhook
+    from ingest.webhooks.signatures import sign_standard_webhook
 
     timestamp = int(time.time())
     headers = {

@@ -1,9 +1,10 @@
 """Redis memory per idempotency key and per dedup mark, measured on a private Redis.
 
 Writes N keys the way the web process remembers an accepted event's key (the value the
-accept script sets: the content mark alone, as ``complete_many`` with an empty result stores) and N dedup marks the way a range or
-webhook batch does (``DedupIndex.claim``), and reports ``INFO memory`` ``used_memory`` deltas
-per key and ``MEMORY USAGE`` of a few sample keys. Example::
+accept script sets: the content mark alone, as ``complete_many`` with an empty result
+stores) and N dedup marks the way a range or webhook batch does (``DedupIndex.claim``), and
+reports ``INFO memory`` ``used_memory`` deltas per key and ``MEMORY USAGE`` of a few sample
+keys. Example::
 
     .venv/bin/python loadtests/redis_memory.py --keys 100000
 
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from ingest.dedup import DedupIndex  # noqa: E402
 from ingest.devstack import RedisServer  # noqa: E402
-from ingest.http.idempotency import IdempotencyStore  # noqa: E402
+from ingest.webhooks.idempotency import IdempotencyStore  # noqa: E402
 
 __all__ = ["main"]
 

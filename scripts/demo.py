@@ -206,7 +206,7 @@ def send_webhooks(base: str, stack: Stack, count: int = 200) -> dict[str, Any]:
     """Send a burst of signed events, every fifth one retried, and wait until all are stored."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ingest.http.signatures import sign_standard_webhook
+    from ingest.webhooks.signatures import sign_standard_webhook
 
     sources = json.loads(stack.env["INGEST_HTTP__SOURCES"])
     source = DEMO_SOURCE if DEMO_SOURCE in sources else next(iter(sources))
@@ -263,7 +263,7 @@ def send_provider_events(base: str, stack: Stack) -> dict[str, Any]:
     import hashlib
     import hmac
 
-    from ingest.http.signatures import sign_hmac_sha256
+    from ingest.webhooks.signatures import sign_hmac_sha256
 
     sources = json.loads(stack.env["INGEST_HTTP__SOURCES"])
     if STRIPE_SOURCE not in sources or GITHUB_SOURCE not in sources:

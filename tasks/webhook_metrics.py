@@ -1,7 +1,7 @@
 """Webhook batch metrics read off Celery messages: a batch's size when the web publishes it, and
 each event's pre-storage latency when a worker has stored it.
 
-Both come from the batch payload (see ``ingest.http.storage``), so the web's publisher and the
+Both come from the batch payload (see ``ingest.webhooks.storage``), so the web's publisher and the
 batch task need no metrics code of their own.
 """
 

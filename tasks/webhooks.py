@@ -23,10 +23,10 @@ from celery import shared_task
 from ingest import metrics
 from ingest.dedup import DedupIndex
 from ingest.dlq import task_entry, webhook_source
-from ingest.http.storage import store_event_batch
 from ingest.runtime import Runtime
 from ingest.tracing import batch_span, context_from
 from ingest.webhooks.drain import StreamDrainer
+from ingest.webhooks.storage import store_event_batch
 from tasks.base import IngestTask, runtime
 
 __all__ = ["DRAIN_TASK", "QUEUE", "TASK_NAME", "drain", "store_batch"]

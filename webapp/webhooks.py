@@ -30,7 +30,10 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.wsgi import get_current_url
 
 from ingest.config import ConfigError, HttpConfig, Settings
-from ingest.http.bodies import (
+from ingest.metrics import Reason
+from ingest.ratelimit import RateDecision, TokenBucket, ratelimit_headers
+from ingest.tracing import traceparent
+from ingest.webhooks.bodies import (
     BodyError,
     BodyTimedOut,
     MediaKind,
@@ -41,9 +44,9 @@ from ingest.http.bodies import (
     parse_batch,
     read_body,
 )
-from ingest.http.idempotency import ClaimOutcome, IdempotencyStore, event_key, idempotency_key
-from ingest.http.intake import WebhookSource, batch_statuses, observed_at, webhook_sources
-from ingest.http.providers import (
+from ingest.webhooks.idempotency import ClaimOutcome, IdempotencyStore, event_key, idempotency_key
+from ingest.webhooks.intake import WebhookSource, batch_statuses, observed_at, webhook_sources
+from ingest.webhooks.providers import (
     decode_event,
     event_observed_at,
     media_kind,
@@ -52,10 +55,7 @@ from ingest.http.providers import (
     slack_challenge,
     verify_request,
 )
-from ingest.http.signatures import SignatureError, verify_signature
-from ingest.metrics import Reason
-from ingest.ratelimit import RateDecision, TokenBucket, ratelimit_headers
-from ingest.tracing import traceparent
+from ingest.webhooks.signatures import SignatureError, verify_signature
 from ingest.webhooks.stream import EventStreams, Refused, entry_fields
 from webapp.errors import ApiError, error_response
 from webapp.observability import note_batch_statuses, note_webhook_reason

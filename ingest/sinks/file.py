@@ -120,7 +120,7 @@ class FileSink:
         self._put(relative, lines)
         return WriteResult(self.location(relative), len(records), 0)
 
-    # Callers that encode records themselves (``ingest.http.storage``) look for this.
+    # Callers that encode records themselves (``ingest.webhooks.storage``) look for this.
     writes_json_lines = True
 
     def write_json_lines(self, name: str, lines: bytes, count: int) -> WriteResult:

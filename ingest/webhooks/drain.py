@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 
-from ingest.http.intake import epoch_to_iso
+from ingest.webhooks.intake import epoch_to_iso
 from ingest.webhooks.stream import GROUP, kick_key, stream_key
 
 __all__ = [
@@ -77,7 +77,7 @@ class StreamEntry:
     fields: Mapping[str, str]
 
     def payload_event(self) -> dict[str, Any]:
-        """The event as a batch payload carries it (see ``ingest.http.storage``)."""
+        """The event as a batch payload carries it (see ``ingest.webhooks.storage``)."""
         f = self.fields
         epoch = float(f.get("r") or 0)
         return {

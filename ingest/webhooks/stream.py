@@ -7,7 +7,7 @@ Every source has a Redis Stream of the events accepted for it and not yet stored
    the request (503) before anything is charged;
 2. the token buckets (``ingest.ratelimit``): every bucket pays, or the request is refused
    (429) and nothing else happens;
-3. the idempotency key (``ingest.http.idempotency``): a key seen before answers duplicate
+3. the idempotency key (``ingest.webhooks.idempotency``): a key seen before answers duplicate
    (200), in flight (409) or conflict (422);
 4. otherwise the event is appended (``XADD``) and its key remembered as accepted, in the same
    step: Redis applies all of it or none of it, and with AOF on the event is as durable as
@@ -17,7 +17,7 @@ A worker's dispatcher is woken through a Pub/Sub channel (at most one message pe
 a few milliseconds), and drain tasks read the stream through a consumer group
 (``ingest.webhooks.drain``). A lost wake-up only delays a drain: dispatchers also poll.
 
-The scripts are sent through :class:`~ingest.http.idempotency.CoalescedScript`: concurrent
+The scripts are sent through :class:`~ingest.webhooks.idempotency.CoalescedScript`: concurrent
 requests of one process share round trips under load, each still its own atomic script.
 """
 
@@ -29,7 +29,8 @@ from typing import Any
 
 import redis
 
-from ingest.http.idempotency import (
+from ingest.ratelimit import TAKE_TOKENS_LUA, RateDecision, TokenBucket
+from ingest.webhooks.idempotency import (
     _OUTCOMES,
     CLAIM_LUA,
     Claim,
@@ -38,7 +39,6 @@ from ingest.http.idempotency import (
     IdempotencyStore,
     content_mark,
 )
-from ingest.ratelimit import TAKE_TOKENS_LUA, RateDecision, TokenBucket
 
 __all__ = [
     "GROUP",

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from ingest.http.idempotency import (
+from ingest.webhooks.idempotency import (
     Claim,
     ClaimOutcome,
     IdempotencyStore,

@@ -23,11 +23,11 @@ from standardwebhooks import Webhook
 
 from ingest.config import Settings, build_settings
 from ingest.hashing import canonical_json, sha256_hex
-from ingest.http.idempotency import IdempotencyStore
-from ingest.http.storage import store_event_batch
 from ingest.sinks import FileSink
 from ingest.verify import records_at, verify_records
 from ingest.webhooks.drain import StreamEntry, payloads_of
+from ingest.webhooks.idempotency import IdempotencyStore
+from ingest.webhooks.storage import store_event_batch
 from ingest.webhooks.stream import stream_key
 from tests.services import free_port
 from webapp import create_app

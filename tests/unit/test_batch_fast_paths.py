@@ -10,17 +10,17 @@ from typing import Any
 import pytest
 
 from ingest.hashing import canonical_json, sha256_hex
-from ingest.http.idempotency import encode_result, event_key, idempotency_key
-from ingest.http.storage import (
+from ingest.provenance import ProvenanceBuilder
+from ingest.sinks import FileSink
+from ingest.sinks.traced import traced_sink
+from ingest.webhooks.idempotency import encode_result, event_key, idempotency_key
+from ingest.webhooks.storage import (
     _event_of,
     _event_text,
     event_provenance,
     record_lines,
     store_event_batch,
 )
-from ingest.provenance import ProvenanceBuilder
-from ingest.sinks import FileSink
-from ingest.sinks.traced import traced_sink
 
 EVENTS: list[Any] = [
     {"b": [1, 2], "a": "zé"},
@@ -186,7 +186,7 @@ def test_a_batch_is_stored_the_same_either_way(tmp_path: Path) -> None:
 def test_a_plainly_utf8_body_has_only_utf8_lines() -> None:
     import random
 
-    from ingest.http.bodies import _plainly_utf8
+    from ingest.webhooks.bodies import _plainly_utf8
 
     rng = random.Random(7)
     pieces = [b"\x00", b"\xef", b"\xbb", b"\xbf", b"\xfe", b"\xff", b"{", b"a", b"\xc3\xa9", b"\n"]
@@ -208,7 +208,7 @@ def test_a_plainly_utf8_body_has_only_utf8_lines() -> None:
     ],
 )
 def test_ndjson_batches_parse_as_one_line_at_a_time(body: bytes) -> None:
-    from ingest.http.bodies import BodyError, _as_event, _loads, parse_batch
+    from ingest.webhooks.bodies import BodyError, _as_event, _loads, parse_batch
 
     def reference() -> Any:
         lines = [line for line in body.split(b"\n") if line.strip()]

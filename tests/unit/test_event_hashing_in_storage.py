@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ingest.hashing import canonical_json, sha256_hex
-from ingest.http.storage import _event_of
+from ingest.webhooks.storage import _event_of
 
 EVENT = {"b": [1, 2], "a": "zé"}
 CANONICAL = canonical_json(EVENT)

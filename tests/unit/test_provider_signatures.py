@@ -17,9 +17,9 @@ from stripe import WebhookSignature
 from twilio.request_validator import RequestValidator
 
 from ingest.config import build_settings
-from ingest.http.intake import WebhookSource
-from ingest.http.providers import verify_request
-from ingest.http.signatures import SignatureError, VerifiedSignature
+from ingest.webhooks.intake import WebhookSource
+from ingest.webhooks.providers import verify_request
+from ingest.webhooks.signatures import SignatureError, VerifiedSignature
 
 NOW = 1_700_000_000
 EVENT = {"id": "evt_1", "type": "invoice.paid", "created": NOW - 5, "data": {"name": "Zoë"}}

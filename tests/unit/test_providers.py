@@ -9,9 +9,9 @@ import pytest
 
 from ingest.config import ConfigError, build_settings
 from ingest.hashing import canonical_json, sha256_hex
-from ingest.http.bodies import MalformedBody, UnsupportedMediaType, parse_form
-from ingest.http.intake import WebhookSource, webhook_sources
-from ingest.http.providers import (
+from ingest.webhooks.bodies import MalformedBody, UnsupportedMediaType, parse_form
+from ingest.webhooks.intake import WebhookSource, webhook_sources
+from ingest.webhooks.providers import (
     decode_event,
     event_observed_at,
     media_kind,

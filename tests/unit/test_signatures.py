@@ -12,7 +12,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from svix.webhooks import Webhook as SvixWebhook
 
-from ingest.http.signatures import (
+from ingest.webhooks.signatures import (
     SignatureConfig,
     SignatureError,
     VerifiedSignature,

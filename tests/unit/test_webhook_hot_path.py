@@ -14,8 +14,8 @@ import redis
 from flask import Flask
 
 from ingest.config import build_settings
-from ingest.http.idempotency import ClaimOutcome, CoalescedScript, IdempotencyStore
 from ingest.ratelimit import TokenBucket, ratelimit_headers
+from ingest.webhooks.idempotency import ClaimOutcome, CoalescedScript, IdempotencyStore
 from ingest.webhooks.stream import Accepted, EventStreams, Refused, stream_key
 from webapp import create_app, observability
 

@@ -15,10 +15,10 @@ from functools import lru_cache
 from typing import Any
 
 from ingest.config import HttpConfig, SignatureSettings, SourceConfig
-from ingest.http.event_schema import EventSchema, load_event_schema
-from ingest.http.idempotency import ClaimOutcome
-from ingest.http.providers import PRESETS, Preset
-from ingest.http.signatures import SignatureConfig, check_signature_config
+from ingest.webhooks.event_schema import EventSchema, load_event_schema
+from ingest.webhooks.idempotency import ClaimOutcome
+from ingest.webhooks.providers import PRESETS, Preset
+from ingest.webhooks.signatures import SignatureConfig, check_signature_config
 
 __all__ = [
     "GLOBAL_BUCKET",

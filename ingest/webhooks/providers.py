@@ -3,7 +3,7 @@
 A source's ``provider`` (``stripe``, ``github``, ``shopify``, ``slack``, ``twilio``,
 ``standard-webhooks``) fills in what that provider documents: the signature scheme and its
 header, the idempotency key (a delivery id header or an event field) and where ``observedAt``
-comes from. :meth:`ingest.http.intake.WebhookSource.from_config` applies a preset under the
+comes from. :meth:`ingest.webhooks.intake.WebhookSource.from_config` applies a preset under the
 settings a source gives explicitly; the functions below are what a request handler calls:
 
 - :func:`media_kind` / :func:`decode_event`: the media types a source accepts (form bodies for
@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from ingest.http.bodies import (
+from ingest.webhooks.bodies import (
     BodyError,
     MediaKind,
     ParsedEvent,
@@ -34,8 +34,8 @@ from ingest.http.bodies import (
     parse_form,
     parse_form_event,
 )
-from ingest.http.idempotency import event_key
-from ingest.http.signatures import (
+from ingest.webhooks.idempotency import event_key
+from ingest.webhooks.signatures import (
     SignatureError,
     VerifiedSignature,
     verify_signature,
@@ -43,7 +43,7 @@ from ingest.http.signatures import (
 )
 
 if TYPE_CHECKING:
-    from ingest.http.intake import WebhookSource
+    from ingest.webhooks.intake import WebhookSource
 
 __all__ = [
     "PRESETS",
@@ -197,7 +197,7 @@ def event_observed_at(
 ) -> str | None:
     """When the event was observed: the source's ``observedAtField`` when it holds a time,
     else its ``observedAtHeader`` (epoch seconds or ISO 8601), else ``webhook-timestamp``."""
-    from ingest.http.intake import observed_at
+    from ingest.webhooks.intake import observed_at
 
     found = observed_at(event, source.observed_at_field, None)
     if found is not None:
