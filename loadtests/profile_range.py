@@ -91,7 +91,7 @@ class StageTimer:
     def for_range_processor(cls, processor: Any) -> StageTimer:
         import ingest.s3csv.pipeline as pipeline
         import ingest.s3csv.records as records
-        from ingest.schema_model import CsvSchema
+        from ingest.schemas.model import CsvSchema
 
         timer = cls()
         timer.patch(pipeline, "read_range", "s3 read")

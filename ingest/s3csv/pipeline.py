@@ -34,8 +34,8 @@ from ingest.s3csv.reader import iter_decompressed, read_range
 from ingest.s3csv.records import ParsedRange, parse_records
 from ingest.s3csv.segments import split_stream
 from ingest.s3csv.spans import SpanLedger, read_own_records
-from ingest.schema_arrow import TableValidation
 from ingest.schemas import CsvSchema, SchemaRegistry
+from ingest.schemas.arrow import TableValidation
 from ingest.sinks import Sink
 
 __all__ = ["RangeProcessor", "RangeSpec", "range_identity"]

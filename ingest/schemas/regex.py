@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandera.api.pandas.container import DataFrameSchema
 
-from ingest.schema_convert import ColumnConversion, Kind
-from ingest.schema_result import FailureLog
+from ingest.schemas.convert import ColumnConversion, Kind
+from ingest.schemas.result import FailureLog
 
 __all__ = ["StrMatch", "take_str_matches"]
 

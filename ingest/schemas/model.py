@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandera.api.pandas.container import DataFrameSchema
 
-from ingest.schema_arrow import TableValidation, compile_checks, run_checks
-from ingest.schema_convert import ColumnConversion, Kind, as_text, conversion_for, empty_to_null
-from ingest.schema_options import IngestOptions, SchemaLoadError, UnknownColumns
-from ingest.schema_regex import take_str_matches
-from ingest.schema_result import FailureCase, FailureLog, ValidationResult, reject_all
+from ingest.schemas.arrow import TableValidation, compile_checks, run_checks
+from ingest.schemas.convert import ColumnConversion, Kind, as_text, conversion_for, empty_to_null
+from ingest.schemas.options import IngestOptions, SchemaLoadError, UnknownColumns
+from ingest.schemas.regex import take_str_matches
+from ingest.schemas.result import FailureCase, FailureLog, ValidationResult, reject_all
 
 __all__ = ["CsvSchema"]
 
@@ -148,7 +148,7 @@ class CsvSchema:
         self, table: pa.Table, mapping: Mapping[str, str] | None = None
     ) -> TableValidation:
         """:meth:`validate`, with the valid rows as an Arrow table: for schemas whose checks
-        compile to Arrow kernels (:mod:`ingest.schema_arrow`), no pandas frame is built at all.
+        compile to Arrow kernels (:mod:`ingest.schemas.arrow`), no pandas frame is built at all.
         Rows, reasons and failure cases are the same as :meth:`validate` gives."""
         header = self._resolve(_mapped(table.column_names, mapping))
         if header.problems or self._arrow_checks is None:

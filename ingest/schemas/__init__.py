@@ -35,15 +35,15 @@ alone: note that uniqueness and table-wide checks only see one validated table (
 
 from __future__ import annotations
 
-from ingest.schema_model import CsvSchema
-from ingest.schema_options import (
+from ingest.schemas.model import CsvSchema
+from ingest.schemas.options import (
     DEFAULT_UNKNOWN_COLUMNS,
     IngestOptions,
     SchemaLoadError,
     UnknownColumns,
 )
-from ingest.schema_registry import SchemaRegistry, UnknownSchemaError, load_schema_file
-from ingest.schema_result import RowRejection, ValidationResult
+from ingest.schemas.registry import SchemaRegistry, UnknownSchemaError, load_schema_file
+from ingest.schemas.result import RowRejection, ValidationResult
 
 __all__ = [
     "DEFAULT_UNKNOWN_COLUMNS",

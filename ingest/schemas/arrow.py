@@ -1,10 +1,10 @@
 """Pandera checks compiled to vectorised Arrow compute, so a table is validated without pandas.
 
-:class:`~ingest.schema_model.CsvSchema` converts CSV text to Arrow columns of the schema's
-dtypes (:mod:`ingest.schema_convert`); before this module it then built a pandas frame for
+:class:`~ingest.schemas.model.CsvSchema` converts CSV text to Arrow columns of the schema's
+dtypes (:mod:`ingest.schemas.convert`); before this module it then built a pandas frame for
 pandera and an Arrow table again for the sink, which cost more than the checks themselves.
 The checks the bundled schemas use (``isin``, ``notin``, ``str_length``, ``in_range``, the
-comparisons, ``str_matches`` through :mod:`ingest.schema_regex`, and ``nullable``) are
+comparisons, ``str_matches`` through :mod:`ingest.schemas.regex`, and ``nullable``) are
 compiled here into Arrow kernels with pandera's semantics: nulls pass a check that ignores
 them, the failure case is the value, and the check is named as pandera names it. A schema
 using anything else (custom checks, ``unique``, schema-wide checks, regex column names,
@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandera.api.pandas.container import DataFrameSchema
 
-from ingest.schema_convert import ColumnConversion, Kind
-from ingest.schema_result import FailureLog, RowRejection
+from ingest.schemas.convert import ColumnConversion, Kind
+from ingest.schemas.result import FailureLog, RowRejection
 
 __all__ = ["ArrowCheck", "TableValidation", "compile_checks", "run_checks"]
 
@@ -72,7 +72,7 @@ def compile_checks(
     """Each column's ``(nullable, checks)`` as Arrow kernels, or None if any is not compilable.
 
     ``schema`` is the validation schema with its ``str_matches`` checks already taken out
-    for RE2 (:func:`ingest.schema_regex.take_str_matches`): those run as they do today.
+    for RE2 (:func:`ingest.schemas.regex.take_str_matches`): those run as they do today.
     """
     if schema.checks or schema.unique or schema.dtype is not None:
         return None

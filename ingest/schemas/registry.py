@@ -17,8 +17,8 @@ from pandera.api.checks import Check
 from pandera.api.pandas.container import DataFrameSchema
 from pandera.io.pandas_io import deserialize_schema
 
-from ingest.schema_model import CsvSchema
-from ingest.schema_options import SchemaLoadError
+from ingest.schemas.model import CsvSchema
+from ingest.schemas.options import SchemaLoadError
 
 __all__ = ["SCHEMA_SUFFIXES", "SchemaRegistry", "UnknownSchemaError", "load_schema_file"]
 
