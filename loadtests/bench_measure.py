@@ -90,7 +90,7 @@ def stage_report(
     import os
     import statistics
 
-    from ingest.devstack import cpu_seconds
+    from devstack import cpu_seconds
     from ingest.runtime import Runtime
     from ingest.s3csv.imports import ImportRequest
     from ingest.s3csv.pipeline import RangeProcessor

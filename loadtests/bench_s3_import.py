@@ -37,8 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ingest.config import load_settings  # noqa: E402
-from ingest.devstack import (  # noqa: E402
+from devstack import (  # noqa: E402
     ManagedProcess,
     MotoServer,
     RedisServer,
@@ -48,6 +47,7 @@ from ingest.devstack import (  # noqa: E402
     procfile_commands,
     wait_for,
 )
+from ingest.config import load_settings  # noqa: E402
 from loadtests.bench_measure import (  # noqa: E402
     busy_cores,
     children_of,

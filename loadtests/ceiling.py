@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ingest.devstack import cpu_seconds  # noqa: E402
+from devstack import cpu_seconds  # noqa: E402
 
 __all__ = ["main"]
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         # Not a new session: that is a scheduler autogroup of its own, which CFS gives the
-        # same share as k6's whatever each needs (see ingest.devstack.ManagedProcess.start).
+        # same share as k6's whatever each needs (see devstack.ManagedProcess.start).
         process_group=0,
     )
     rows: list[dict[str, Any]] = []

@@ -30,8 +30,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devstack import RedisServer, cpu_seconds  # noqa: E402
 from ingest.dedup import DedupIndex  # noqa: E402
-from ingest.devstack import RedisServer, cpu_seconds  # noqa: E402
 
 __all__ = ["main"]
 

@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ingest.devstack import MotoServer, cpu_seconds, local_s3_client  # noqa: E402
+from devstack import MotoServer, cpu_seconds, local_s3_client  # noqa: E402
 
 __all__ = ["main"]
 

@@ -1,6 +1,6 @@
 """Profile one S3/CSV range in this process and print where the time goes.
 
-Starts a private Redis and moto S3 server (``ingest.devstack``), uploads a generated CSV,
+Starts a private Redis and moto S3 server (``devstack``), uploads a generated CSV,
 plans the import exactly as the ``ingest.s3.scan`` task does and runs the first range through
 ``RangeProcessor.process`` (the body of the ``ingest.s3.range`` task) under a profiler:
 pyinstrument when it is installed (``.venv/bin/pip install pyinstrument``; it is not a project
@@ -42,8 +42,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devstack import MotoServer, RedisServer, cpu_seconds  # noqa: E402
 from ingest.config import load_settings  # noqa: E402
-from ingest.devstack import MotoServer, RedisServer, cpu_seconds  # noqa: E402
 
 __all__ = ["main"]
 

@@ -1,6 +1,6 @@
 """Measure the CPU cost of one signed single-event webhook request, in this process.
 
-Starts a private Redis (``ingest.devstack``), builds the web app with ``create_app`` and a
+Starts a private Redis (``devstack``), builds the web app with ``create_app`` and a
 source configured as ``loadtests/run.py`` configures its ``load`` source (Standard Webhooks
 signature, rate limits too high to matter), then calls the WSGI app directly with N signed,
 unique events from a pool of gevent greenlets, as a gunicorn gevent worker would. Events go
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     import tempfile
 
-    from ingest.devstack import RedisServer
+    from devstack import RedisServer
 
     if args.redis_url:
         _run(args.redis_url, args)

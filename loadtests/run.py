@@ -48,7 +48,7 @@ sys.path.insert(0, str(LOADTESTS))
 
 from webhooks_storage_latency import storage_delays  # noqa: E402
 
-from ingest.devstack import (  # noqa: E402
+from devstack import (  # noqa: E402
     ManagedProcess,
     MotoServer,
     RedisServer,
@@ -226,7 +226,7 @@ def _sink_probe(work: Path, sink: str, started: list[ManagedProcess]) -> SinkPro
     if sink == "file":
         return FileProbe(work / "sink")
     if sink == "postgres":
-        from ingest.devstack_pg import PostgresServer
+        from devstack.postgres import PostgresServer
 
         server = PostgresServer().start()
         started.append(server)
@@ -411,7 +411,7 @@ def run_k6(
     started = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            # process_group, not a new session: see ingest.devstack.ManagedProcess.start.
+            # process_group, not a new session: see devstack.ManagedProcess.start.
             args,
             env=child_env,
             stdout=log,

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 import demo_watch  # noqa: E402  (scripts/, beside this file)
 
-from ingest.devstack import (  # noqa: E402
+from devstack import (  # noqa: E402
     ManagedProcess,
     MotoServer,
     RedisServer,

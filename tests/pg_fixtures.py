@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ingest.devstack_pg import PostgresServer
+from devstack.postgres import PostgresServer
 
 
 def with_table(url: str, table: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from ingest.devstack import ROOT, ManagedProcess, free_port, procfile_commands, wait_for
+from devstack import ROOT, ManagedProcess, free_port, procfile_commands, wait_for
 
 
 class ProcessGroup:

@@ -1,6 +1,6 @@
-"""Test access to the local stack (see ingest.devstack)."""
+"""Test access to the local stack (see devstack)."""
 
-from ingest.devstack import (
+from devstack import (
     ManagedProcess,
     MotoServer,
     RedisServer,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ingest.devstack import ROOT
+from devstack import ROOT
 from ingest.sinks import FileSink
 from tests.processes import ProcessGroup
 from tests.services import wait_for

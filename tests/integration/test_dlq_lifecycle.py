@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ingest.devstack import ROOT
+from devstack import ROOT
 from ingest.sinks import FileSink
 from tests.integration.test_s3_import_golden import FIXTURES, run_import
 from tests.processes import ProcessGroup

@@ -17,7 +17,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from ingest.devstack import free_port
+from devstack import free_port
 from ingest.provenance import ProvenanceBuilder
 from ingest.sinks import SinkError, open_sink
 from ingest.sinks.postgres import PostgresSink

@@ -436,8 +436,8 @@ def test_exhausted_batch_goes_to_the_dlq_as_one_replayable_task(
 
 
 def test_seed_example_config_still_accepts_events(redis_url: str, redis_client: Any) -> None:
+    from devstack import ROOT
     from ingest.config import read_config_file
-    from ingest.devstack import ROOT
 
     data = read_config_file(ROOT / "config" / "seed-example.json")
     data["redisUrl"] = redis_url

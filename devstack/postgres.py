@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ingest.devstack import ManagedProcess, free_port, wait_for
+from devstack import ManagedProcess, free_port, wait_for
 
 __all__ = ["PostgresServer", "ensure_postgres_binaries", "postgres_bindir"]
 
