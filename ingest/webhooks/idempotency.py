@@ -526,9 +526,10 @@ def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + MAX_KEYS_PER_CALL] for i in range(0, len(items), MAX_KEYS_PER_CALL)]
 
 
-def _text(value: bytes | str) -> str:
-    # The client may or may not have been built with decode_responses=True.
-    return value.decode("utf-8") if isinstance(value, bytes) else value
+def _text(value: bytes | str | int) -> str:
+    # The client may or may not have been built with decode_responses=True; Lua integers
+    # come back as ints.
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _result(payload: str) -> dict[str, Any]:

@@ -37,6 +37,8 @@ from ingest.webhooks.idempotency import (
     ClaimOutcome,
     CoalescedScript,
     IdempotencyStore,
+    _result,
+    _text,
     content_mark,
 )
 
@@ -292,19 +294,3 @@ class EventStreams:
         if _text(reply[0]) == "B":
             return Refused(int(_text(reply[1])))
         return [_OUTCOMES[code] for code in _text(reply[0])]
-
-
-def _text(value: bytes | str | int) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return str(value)
-
-
-def _result(payload: str) -> dict[str, Any]:
-    import json
-
-    try:
-        value = json.loads(payload) if payload else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
