@@ -12,6 +12,7 @@ import json
 import logging
 from typing import Any
 
+import redis
 from celery import chord, shared_task
 from celery.app.task import Task
 
@@ -144,11 +145,24 @@ def process_range(self: Task, spec: dict[str, Any]) -> dict[str, Any]:
     rt = runtime()
     range_spec = RangeSpec.model_validate(spec)
     processor = RangeProcessor(rt.settings, rt.s3, rt.sink, rt.schemas, rt.dedup, rt.dlq, rt.redis)
-    summary = self.run_with_retries(
-        lambda: processor.process(range_spec),
-        on_give_up=lambda exc: processor.give_up(range_spec, exc, self),
-    )
-    _store().credit_range(range_spec.importId, summary)
+
+    def work() -> RangeSummary:
+        # Crediting is part of the work: an error there retries the range (which resumes from
+        # its stored output), so a range never ends without its result credited.
+        summary = processor.process(range_spec)
+        _store().credit_range(range_spec.importId, summary)
+        return summary
+
+    def give_up(exc: BaseException) -> RangeSummary:
+        summary = processor.give_up(range_spec, exc, self)
+        try:
+            _store().credit_range(range_spec.importId, summary)
+        except (redis.RedisError, OSError) as lost:
+            # Dead-lettered but not credited: run again later; the DLQ entry is kept once.
+            raise self.retry(exc=lost, countdown=5, max_retries=None) from lost
+        return summary
+
+    summary = self.run_with_retries(work, on_give_up=give_up)
     observe_import_range(
         range_spec.schema_name,
         bytes_read=summary.bytes,
@@ -167,7 +181,9 @@ def process_range(self: Task, spec: dict[str, Any]) -> dict[str, Any]:
     name="ingest.s3.close_chunk",
     acks_late=True,
     max_retries=10,
-    autoretry_for=(OSError,),
+    # redis-py's errors are not OSErrors: without RedisError here, a Redis blip while
+    # closing would end the chain and leave the import running.
+    autoretry_for=(OSError, redis.RedisError),
     retry_backoff=True,
 )
 def close_chunk(self: Task, results: list[dict[str, Any]], import_id: str, chunk: int) -> str:
