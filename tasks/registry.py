@@ -5,6 +5,7 @@ from __future__ import annotations
 from tasks import (  # noqa: F401
     dlq,
     health,
+    ledger,
     outbox,
     recovery,
     s3,

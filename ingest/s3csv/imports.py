@@ -261,3 +261,16 @@ class ImportStore:
             "resumed": int(raw.get("rangesResumed", 0)),
         }
         return state
+
+    def finish_if_running(self, import_id: str, status: ImportStatus) -> bool:
+        """Close an import that is still queued or running; False when it already ended.
+
+        The chord callback and the ledger sweepers may both try to close an import: only the
+        first one sets its final status and ``finishedAt``.
+        """
+        script = (
+            "local s = redis.call('HGET', KEYS[1], 'status') "
+            "if s ~= 'queued' and s ~= 'running' then return 0 end "
+            "redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finishedAt', ARGV[2]) return 1"
+        )
+        return bool(self.client.eval(script, 1, self._key(import_id), status, iso_now()))
