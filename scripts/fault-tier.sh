@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the fault tier (tests/faults: killed workers, lost messages, Redis and S3 faults, a sink
 # outage) N times and prints how many runs passed. Each run kills the worker
-# INGEST_FAULT_KILLS times during one import (20 here unless set; CI's default is 4).
+# FAULT_TIER_KILLS times during one import (20 here unless set; CI's default is 4).
 #   scripts/fault-tier.sh 20                 # the whole tier, 20 times
 #   scripts/fault-tier.sh 5 -k worker_kill   # extra arguments go to pytest
 # Logs of failed runs stay in var/fault-tier/run-K.log. Exit status 0 only if every run passed.
@@ -13,7 +13,7 @@ shift || true
 case "$runs" in '' | *[!0-9]*) echo "usage: $0 N [pytest args...]" >&2; exit 2 ;; esac
 # shellcheck source=scripts/bootstrap.sh
 source scripts/bootstrap.sh
-export INGEST_FAULT_KILLS="${INGEST_FAULT_KILLS:-20}"
+export FAULT_TIER_KILLS="${FAULT_TIER_KILLS:-20}"
 logs="$ROOT/var/fault-tier"
 mkdir -p "$logs"
 passed=0
@@ -29,5 +29,5 @@ for ((k = 1; k <= runs; k++)); do
   fi
   echo "run $k/$runs: $result in $((SECONDS - started)) s"
 done
-echo "fault tier: $passed/$runs runs passed (INGEST_FAULT_KILLS=$INGEST_FAULT_KILLS)"
+echo "fault tier: $passed/$runs runs passed (FAULT_TIER_KILLS=$FAULT_TIER_KILLS)"
 [ "$passed" = "$runs" ]

@@ -19,8 +19,8 @@ from tests.processes import ProcessGroup
 from tests.services import wait_for
 
 pytestmark = pytest.mark.faults
-# Kills per import: a few in CI; scripts/fault-tier.sh can ask for more (INGEST_FAULT_KILLS=20).
-FAULT_KILLS = int(os.environ.get("INGEST_FAULT_KILLS", "4"))
+# Kills per import: a few in CI; scripts/fault-tier.sh can ask for more (FAULT_TIER_KILLS=20).
+FAULT_KILLS = int(os.environ.get("FAULT_TIER_KILLS", "4"))
 sys.path.insert(0, str(ROOT / "loadtests"))
 
 
@@ -126,8 +126,8 @@ def test_worker_kills_at_random_moments_of_an_import(
     sink_dir: Path,
     kills: int,
 ) -> None:
-    seed = int(os.environ.get("INGEST_FAULT_SEED") or random.randrange(1 << 30))
-    print(f"kill schedule seed: {seed} (INGEST_FAULT_SEED={seed} repeats it)")
+    seed = int(os.environ.get("FAULT_TIER_SEED") or random.randrange(1 << 30))
+    print(f"kill schedule seed: {seed} (FAULT_TIER_SEED={seed} repeats it)")
     rng = random.Random(seed)
     data = input_csv(60_000)
     s3_client.put_object(Bucket=bucket, Key="big/input.csv", Body=data)
