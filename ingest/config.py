@@ -181,6 +181,25 @@ class S3CsvConfig(Section):
             queues.add(watch.queue_url)
         return watches
 
+    lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Lease of a range or scan task, renewed while it runs: one without a result this"
+            " long after its worker stopped renewing it (killed, message lost) is sent again."
+        ),
+    )
+    stall_timeout: float = Field(
+        300.0,
+        gt=0,
+        le=86_400,
+        description=(
+            "An import with no progress for this long ends `failed`, its unfinished ranges in"
+            " the DLQ (`ingest dlq retry` finishes them): no import stays `running`."
+        ),
+    )
+
 
 class SignatureSettings(Section):
     scheme: (

@@ -14,7 +14,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from prometheus_client import Counter, Histogram, disable_created_metrics, values
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, values
 from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = [
@@ -401,3 +401,64 @@ def use_multiprocess_values() -> bool:
             return False  # the directory variable is not set
         values.ValueClass = replacement
     return True
+
+
+# -- faults and readiness (issue 18) ---------------------------------------------------------
+HTTP_UNHANDLED_ERRORS = Counter(
+    "ingest_http_unhandled_errors",
+    "Requests the web answered 500 because of a fault of its own (a bug), by endpoint.",
+    ["endpoint"],
+)
+DEPENDENCY_UP = Gauge(
+    "ingest_dependency_up",
+    "1 when a dependency answered the last readiness probe, 0 when it did not (redis, sink).",
+    ["dependency"],
+    multiprocess_mode="mostrecent",
+)
+IMPORT_RANGES_REDISPATCHED = Counter(
+    "ingest_import_ranges_redispatched",
+    "Import ranges and scans the ledger sweeper sent again (lease expired, message lost).",
+    ["kind"],
+)
+IMPORTS_CLOSED_BY_SWEEPER = Counter(
+    "ingest_imports_closed_by_sweeper",
+    "Imports the ledger sweeper brought to a final state, by status and why.",
+    ["status", "reason"],
+)
+ALL_METRICS = (
+    *ALL_METRICS,
+    HTTP_UNHANDLED_ERRORS,
+    DEPENDENCY_UP,
+    IMPORT_RANGES_REDISPATCHED,
+    IMPORTS_CLOSED_BY_SWEEPER,
+)
+__all__ += [
+    "DEPENDENCY_UP",
+    "HTTP_UNHANDLED_ERRORS",
+    "IMPORTS_CLOSED_BY_SWEEPER",
+    "IMPORT_RANGES_REDISPATCHED",
+    "observe_dependency",
+    "observe_import_closed_by_sweeper",
+    "observe_redispatch",
+    "observe_unhandled_error",
+]
+
+
+def observe_unhandled_error(endpoint: str | None) -> None:
+    """Count one request answered 500 by a fault of the service."""
+    HTTP_UNHANDLED_ERRORS.labels(endpoint_label(endpoint)).inc()
+
+
+def observe_dependency(name: str, up: bool) -> None:
+    """Record whether dependency ``name`` (``redis``, ``sink``) answered its probe."""
+    DEPENDENCY_UP.labels(_name_label(name)).set(1 if up else 0)
+
+
+def observe_redispatch(kind: str, count: int = 1) -> None:
+    """Count ranges (``range``) or scans (``scan``) the ledger sweeper sent again."""
+    IMPORT_RANGES_REDISPATCHED.labels(_name_label(kind)).inc(count)
+
+
+def observe_import_closed_by_sweeper(status: str, reason: str) -> None:
+    """Count an import the sweeper closed: ``completed`` (no chord callback ran) or ``stalled``."""
+    IMPORTS_CLOSED_BY_SWEEPER.labels(_name_label(status), _name_label(reason)).inc()

@@ -8,6 +8,7 @@ import redis
 
 from ingest.config import Settings
 from ingest.s3csv.imports import ImportRequest, ImportRequestError, ImportStore
+from ingest.s3csv.ledger import ImportLedger
 from ingest.schemas import SchemaRegistry
 from tasks.app import QUEUE_CONTROL
 from tasks.sender import sender_for
@@ -37,6 +38,8 @@ def submit_import(
     store = ImportStore(client)
     import_id = store.create(request, ingested_by)
     store.index(import_id)
+    # Owed a scan from now on: a scan message lost in the broker is sent again.
+    ImportLedger(client, settings.s3csv.lease_seconds).track(import_id)
     sender_for(settings).send_task("ingest.s3.scan", args=[import_id], queue=QUEUE_CONTROL)
     return import_id
 

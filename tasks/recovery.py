@@ -7,6 +7,11 @@ messages that nobody holds and that are older than a short grace period (a live 
 have just received a message it has not reported yet) — at start, again just past the grace
 period, then every ``SWEEP_INTERVAL`` seconds. Tasks are idempotent, so the rare double
 restore costs work, not correctness.
+
+S3 import tasks (``ingest.s3.*``) are left alone: the import ledger (``tasks/ledger.py``)
+re-dispatches their work from leases, which also covers the messages kombu loses between
+``BRPOP`` and its unacked record; the visibility timeout still returns their old messages,
+whose second run finds the work done.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ __all__ = ["held_task_ids", "restore_orphaned_tasks"]
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 10.0
+LEDGER_TASKS = "ingest.s3."  # recovered by the import ledger, not from kombu's unacked hash
 
 
 def held_task_ids(app: Celery, exclude: str | None = None, timeout: float = 2.0) -> set[str]:
@@ -58,6 +64,8 @@ def restore_orphaned_tasks(
             if score is not None and score > cutoff:
                 continue
             message = json.loads(payload)[0]
+            if str(message.get("headers", {}).get("task", "")).startswith(LEDGER_TASKS):
+                continue
             task_id = message.get("headers", {}).get("id") or message.get("properties", {}).get(
                 "correlation_id"
             )

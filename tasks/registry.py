@@ -6,6 +6,7 @@ from tasks import (  # noqa: F401
     dispatch,
     dlq,
     health,
+    ledger,
     recovery,
     s3,
     watches,

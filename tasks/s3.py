@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
+import redis
 from celery import chord, shared_task
 from celery.app.task import Task
+from celery.exceptions import Retry
 
 from ingest.dlq import task_entry
 from ingest.errors import PermanentError
 from ingest.metrics import observe_import_range
 from ingest.runtime import Runtime
 from ingest.s3csv.imports import ImportStore, RangeSummary
+from ingest.s3csv.ledger import SCAN, ImportLedger
 from ingest.s3csv.pipeline import RangeProcessor, RangeSpec
 from ingest.s3csv.planning import plan_import
+from ingest.s3csv.sweeper import stall_entry_id
 from ingest.s3csv.watches import watched_objects
 from tasks.app import QUEUE_CONTROL, QUEUE_RANGES
 from tasks.base import IngestTask, runtime
@@ -40,6 +45,26 @@ def _plan_key(import_id: str) -> str:
     return f"ingest:import:{import_id}:plan"
 
 
+def ledger() -> ImportLedger:
+    """The import ledger of this process (see ``ingest.s3csv.ledger``)."""
+    rt = runtime()
+    return ImportLedger(rt.redis, rt.settings.s3csv.lease_seconds)
+
+
+def _hold_lease_over_retry(import_id: str, member: str, retry: Retry) -> None:
+    """A retry is scheduled: keep the lease until it is due, plus a lease to start it."""
+    when = retry.when
+    if isinstance(when, datetime):
+        delay = max(0.0, when.timestamp() - datetime.now(when.tzinfo).timestamp())
+    else:
+        delay = float(when or 0)
+    book = ledger()
+    try:
+        book.lease(import_id, member, delay + book.lease_seconds)
+    except redis.RedisError:  # the lease runs out and a sweeper sends it again: only work
+        log.warning("could not extend the lease of %s/%s over its retry", import_id, member)
+
+
 @shared_task(bind=True, base=IngestTask, name="ingest.s3.scan", acks_late=True)
 def scan_import(self: Task, import_id: str) -> dict[str, Any]:
     """List the prefix page by page, plan record-aligned ranges, and start the first chunk.
@@ -48,9 +73,14 @@ def scan_import(self: Task, import_id: str) -> dict[str, Any]:
     import ``failed``, with the reason in ``errors`` and a DLQ entry that replays the scan.
     """
     rt = runtime()
-    return self.run_with_retries(
-        lambda: scan_now(import_id), on_give_up=lambda exc: _scan_failed(rt, import_id, exc, self)
-    )
+    try:
+        return self.run_with_retries(
+            lambda: scan_now(import_id),
+            on_give_up=lambda exc: _scan_failed(rt, import_id, exc, self),
+        )
+    except Retry as retry:
+        _hold_lease_over_retry(import_id, SCAN, retry)
+        raise
 
 
 def scan_now(import_id: str) -> dict[str, Any]:
@@ -61,15 +91,18 @@ def scan_now(import_id: str) -> dict[str, Any]:
     if found is None:
         raise PermanentError(f"unknown import {import_id}")
     request, ingested_by = found
-    plan = plan_import(
-        rt.settings,
-        rt.s3,
-        rt.schemas,
-        request,
-        import_id,
-        ingested_by,
-        objects=watched_objects(store, import_id, rt.s3),
-    )
+    book = ledger()
+    book.track(import_id)
+    with book.heartbeat(import_id, SCAN):
+        plan = plan_import(
+            rt.settings,
+            rt.s3,
+            rt.schemas,
+            request,
+            import_id,
+            ingested_by,
+            objects=watched_objects(store, import_id, rt.s3),
+        )
     key = _plan_key(import_id)
     # A re-plan (a DLQ replay) starts its chunks afresh: drop the old plan's markers.
     old_chunks = -(-int(rt.redis.llen(key)) // rt.settings.s3csv.fanout_chunk)
@@ -99,8 +132,10 @@ def scan_now(import_id: str) -> dict[str, Any]:
         )
     if not plan.ranges:
         store.finish(import_id, "failed" if plan.errors else "succeeded")
+        book.scan_done(import_id)
         return {"importId": import_id, "ranges": 0}
     dispatch_chunk(import_id, 0)
+    book.scan_done(import_id)
     return {"importId": import_id, "ranges": len(plan.ranges), "objects": plan.objects}
 
 
@@ -123,6 +158,7 @@ def _scan_failed(rt: Runtime, import_id: str, exc: BaseException, task: Task) ->
     if found is not None:
         store.add_error(import_id, f"scan of {source} failed: {type(exc).__name__}: {exc}")
         store.finish(import_id, "failed")
+    ledger().scan_done(import_id)
     return {"importId": import_id, "failed": True}
 
 
@@ -133,6 +169,10 @@ def dispatch_chunk(import_id: str, chunk: int) -> bool:
     raw = rt.redis.lrange(_plan_key(import_id), chunk * size, (chunk + 1) * size - 1)
     if not raw:
         return False
+    # In the ledger before anything is sent: a range whose message is lost, or a chunk whose
+    # dispatch stops halfway, is then owed a result and sent again when its lease runs out.
+    specs = [item.decode() if isinstance(item, bytes) else item for item in raw]
+    ledger().register(import_id, [(json.loads(s)["rangeId"], s) for s in specs])
     # A callback delivered twice must not start the same chunk twice.
     marker = f"{_plan_key(import_id)}:dispatched:{chunk}"
     if not rt.redis.set(marker, 1, nx=True, ex=PLAN_TTL):
@@ -153,11 +193,28 @@ def process_range(self: Task, spec: dict[str, Any]) -> dict[str, Any]:
     rt = runtime()
     range_spec = RangeSpec.model_validate(spec)
     processor = RangeProcessor(rt.settings, rt.s3, rt.sink, rt.schemas, rt.dedup, rt.dlq, rt.redis)
-    summary = self.run_with_retries(
-        lambda: processor.process(range_spec),
-        on_give_up=lambda exc: processor.give_up(range_spec, exc, self),
-    )
-    _store().credit_range(range_spec.importId, summary)
+    book = ledger()
+    import_id, range_id = range_spec.importId, range_spec.rangeId
+
+    def work() -> RangeSummary:
+        # Crediting is part of the work: an error there retries the range (which resumes from
+        # its stored output), so a range never ends without its result credited.
+        with book.heartbeat(import_id, range_id):
+            return _settle(range_spec, processor.process(range_spec))
+
+    def give_up(exc: BaseException) -> RangeSummary:
+        summary = processor.give_up(range_spec, exc, self)
+        try:
+            return _settle(range_spec, summary)
+        except (redis.RedisError, OSError) as lost:
+            # Dead-lettered but not credited: run again later; the DLQ entry is kept once.
+            raise self.retry(exc=lost, countdown=5, max_retries=None) from lost
+
+    try:
+        summary = self.run_with_retries(work, on_give_up=give_up)
+    except Retry as retry:
+        _hold_lease_over_retry(import_id, range_id, retry)
+        raise
     observe_import_range(
         range_spec.schema_name,
         bytes_read=summary.bytes,
@@ -170,26 +227,43 @@ def process_range(self: Task, spec: dict[str, Any]) -> dict[str, Any]:
     return summary.model_dump()
 
 
+def _settle(spec: RangeSpec, summary: RangeSummary) -> RangeSummary:
+    """Credit a range's result once and mark it settled in the ledger."""
+    store = _store()
+    credited = store.credit_range(spec.importId, summary)
+    if not credited and not summary.failed and store.recover_range(spec.importId, summary):
+        # The stall bound had given this range up; it completed after all.
+        runtime().dlq.remove(stall_entry_id(spec.importId, spec.rangeId))
+    ledger().settle(spec.importId, spec.rangeId, summary.failed)
+    return summary
+
+
 @shared_task(
     bind=True,
     base=IngestTask,
     name="ingest.s3.close_chunk",
     acks_late=True,
     max_retries=10,
-    autoretry_for=(OSError,),
+    # redis-py's errors are not OSErrors: without RedisError here, a Redis blip while
+    # closing would end the chain and leave the import running.
+    autoretry_for=(OSError, redis.RedisError),
     retry_backoff=True,
 )
 def close_chunk(self: Task, results: list[dict[str, Any]], import_id: str, chunk: int) -> str:
     """Credit a finished chunk, then start the next one or close the import."""
     store = _store()
+    book = ledger()
     for result in results:
         # Ranges credit themselves; this covers a range whose own credit was lost.
-        store.credit_range(import_id, RangeSummary.model_validate(result))
+        summary = RangeSummary.model_validate(result)
+        store.credit_range(import_id, summary)
+        book.settle(import_id, summary.rangeId, summary.failed)
     if dispatch_chunk(import_id, chunk + 1):
         return "next chunk dispatched"
     state = store.get(import_id) or {}
     failed = bool(state.get("ranges", {}).get("failed")) or bool(state.get("planErrors"))
-    store.finish(import_id, "failed" if failed else "succeeded")
+    store.finish_if_running(import_id, "failed" if failed else "succeeded")
+    book.forget(import_id)
     status = "failed" if failed else "succeeded"
     log.info("import finished", extra={"import_id": import_id, "status": status})
     return status

@@ -79,7 +79,10 @@ def _require_token() -> None:
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the JSON parser goes
+        raise ApiError(400, "the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
     return body
@@ -170,6 +173,12 @@ def retry_dlq() -> tuple[Response, int]:
     if bool(ids) == bool(body.get("all")):
         raise ApiError(400, 'give "ids" or "all": true (not both)')
     wait = bool(body.get("wait", False))
+    for name in ("kind", "source", "importId"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise ApiError(400, f"{name} must be a string")
+    timeout = body.get("timeout", 30)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ApiError(400, "timeout must be a positive number of seconds")
     try:
         report = retry_entries(
             runtime(),
@@ -178,7 +187,7 @@ def retry_dlq() -> tuple[Response, int]:
             source=body.get("source"),
             import_id=body.get("importId"),
             wait=wait,
-            timeout=min(float(body.get("timeout", 30)), 60),
+            timeout=min(float(timeout), 60),
         )
     except LookupError as exc:
         raise ApiError(404, str(exc)) from exc

@@ -1,16 +1,28 @@
-"""Every error answer is JSON with an ``error`` a person can act on; nothing leaks a 500 page."""
+"""Every error answer is JSON with an ``error`` a person can act on; nothing leaks a 500 page.
+
+A dependency that is down (Redis unreachable, full or loading; a transient storage failure)
+answers 503 with ``Retry-After``: the sender should come back. Anything else unexpected is a
+fault of this service: 500 with the request id, counted in ``ingest_http_unhandled_errors``
+and reported to Sentry, never disguised as a 503 that would make partners retry a bug forever.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+import sentry_sdk
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-__all__ = ["ApiError", "error_response", "register"]
+from ingest.errors import is_retryable
+from ingest.metrics import observe_unhandled_error
+
+__all__ = ["ApiError", "error_response", "is_dependency_outage", "register"]
 
 log = logging.getLogger(__name__)
+# Redis error replies that mean "the server cannot take writes now", not "bad command".
+_UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN")
 
 
 class ApiError(Exception):
@@ -36,6 +48,15 @@ def error_response(
     return response
 
 
+def is_dependency_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says a dependency is down or overloaded, not that our code is wrong."""
+    import redis
+
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return str(exc).startswith(_UNAVAILABLE_REPLIES)
+    return is_retryable(exc)
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
@@ -47,8 +68,20 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        # A dependency failure, not the client's fault: 503 tells clients to come back.
-        log.exception("unhandled error")
+        if is_dependency_outage(exc):
+            # Not the client's fault and not a bug: 503 tells clients to come back.
+            log.warning("dependency unavailable: %s: %s", type(exc).__name__, exc)
+            return error_response(
+                503, "a dependency of the service is unavailable; retry later", {"Retry-After": "5"}
+            )
+        request_id = g.get("ingest_request_id")
+        observe_unhandled_error(request.endpoint)
+        sentry_sdk.capture_exception(exc)
+        # Sentry's dedupe drops the logging integration's copy of the same exception.
+        log.exception("unhandled error (request %s)", request_id)
         return error_response(
-            503, "the service could not complete the request; retry later", {"Retry-After": "5"}
+            500,
+            "internal error: the service failed on this request; it was reported"
+            + (f", quote request id {request_id}" if request_id else ""),
+            requestId=request_id,
         )

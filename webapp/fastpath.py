@@ -23,7 +23,7 @@ from ingest import metrics
 from ingest.logs import bind_log_context, clear_log_context
 from ingest.metrics import EventOutcome
 from ingest.tracing import tracing_active
-from webapp.errors import ApiError
+from webapp.errors import ApiError, is_dependency_outage
 from webapp.observability import REQUEST_ID_HEADER, WEBHOOK_ACCESS_LOG_SAMPLE
 from webapp.webhooks import REDIS_DOWN, REDIS_ERRORS, Answer, receive_single, services_for
 
@@ -112,13 +112,19 @@ class WebhookFastPath:
             log.warning("webhook request failed, Redis unreachable: %s", exc)
             return Answer(503, {"error": REDIS_DOWN}, {"Retry-After": "5"})
         except Exception as exc:
-            # A bug, not the client's input nor an outage: say so, and report it.
-            log.exception("unhandled error in the webhook endpoint")
+            if is_dependency_outage(exc):
+                log.warning("dependency unavailable: %s: %s", type(exc).__name__, exc)
+                message = "a dependency of the service is unavailable; retry later"
+                return Answer(503, {"error": message}, {"Retry-After": "5"})
+            # A bug, not the client's input nor an outage: say so, count it and report it.
+            metrics.observe_unhandled_error(ENDPOINT)
             _report(exc)
-            return Answer(
-                500,
-                {"error": "internal error; it was logged and reported", "requestId": request_id},
+            log.exception("unhandled error (request %s)", request_id)
+            message = (
+                "internal error: the service failed on this request; it was reported, "
+                f"quote request id {request_id}"
             )
+            return Answer(500, {"error": message, "requestId": request_id})
 
     def _observe(self, answer: Answer, label: str, seconds: float, environ: dict[str, Any]) -> None:
         status = answer.status

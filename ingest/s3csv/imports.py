@@ -332,3 +332,16 @@ class ImportStore:
         origin = json.loads(raw.get("notification") or "{}")
         origin["objects"] = self.watched_objects(import_id) or []
         return dict(origin)
+
+    def finish_if_running(self, import_id: str, status: ImportStatus) -> bool:
+        """Close an import that is still queued or running; False when it already ended.
+
+        The chord callback and the ledger sweepers may both try to close an import: only the
+        first one sets its final status and ``finishedAt``.
+        """
+        script = (
+            "local s = redis.call('HGET', KEYS[1], 'status') "
+            "if s ~= 'queued' and s ~= 'running' then return 0 end "
+            "redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finishedAt', ARGV[2]) return 1"
+        )
+        return bool(self.client.eval(script, 1, self._key(import_id), status, iso_now()))

@@ -155,7 +155,7 @@ class TestSentry:
             raise RuntimeError("broke while holding whsec_c2VjcmV0LXRoYXQtbXVzdC1ub3QtbGVhaw")
 
         answer = app.test_client().post("/test/boom", headers=SECRET_HEADERS, data=b'{"pii":1}')
-        assert answer.status_code == 503
+        assert answer.status_code == 500 and answer.get_json()["requestId"]
         events = [e.get_event() for e in transport.envelopes if e.get_event() is not None]
         assert events, "no event reached the transport"
         event = events[-1]
