@@ -64,18 +64,9 @@ def replay_range(rt: Runtime, entry: DeadLetterEntry) -> None:
 @replayer("task:ingest.webhooks.store_batch")
 def replay_webhook_batch(rt: Runtime, entry: DeadLetterEntry) -> None:
     """Store a dead-lettered webhook batch again: same batch id, so the same file, once."""
-    from ingest.dedup import DedupIndex
-    from ingest.webhooks.storage import store_event_batch
+    from tasks.webhooks import store_now
 
-    payload = entry.payload["args"][0]
-    source = rt.settings.http.sources.get(str(payload.get("source")))
-    purpose, classification = (
-        (source.purpose, source.classification) if source is not None else ("webhook", None)
-    )
-    # The same dedup window and partitions as the batch task (tasks/webhooks.py).
-    ttl = max(60, rt.settings.http.idempotency.ttl)
-    dedup = DedupIndex(rt.redis, ttl_seconds=ttl, partitions=4)
-    store_event_batch(payload, rt.sink, dedup, purpose, classification)
+    store_now(rt, entry.payload["args"][0])
 
 
 @replayer("task:ingest.s3.scan")

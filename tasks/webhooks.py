@@ -29,7 +29,7 @@ from ingest.webhooks.drain import StreamDrainer
 from ingest.webhooks.storage import store_event_batch
 from tasks.base import IngestTask, runtime
 
-__all__ = ["DRAIN_TASK", "QUEUE", "TASK_NAME", "drain", "store_batch"]
+__all__ = ["DRAIN_TASK", "QUEUE", "TASK_NAME", "drain", "store_batch", "store_now"]
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,13 @@ def store_batch(self: IngestTask, payload: dict[str, Any]) -> dict[str, Any]:
     """Store one batch of webhook events; returns ``{"batchId", "stored", "duplicates", ...}``."""
     rt = runtime()
     return self.run_with_retries(
-        lambda: _store(rt, payload), lambda exc: _dead_letter(self, rt, payload, exc)
+        lambda: store_now(rt, payload), lambda exc: _dead_letter(self, rt, payload, exc)
     )
 
 
-def _store(rt: Runtime, payload: dict[str, Any]) -> dict[str, Any]:
+def store_now(rt: Runtime, payload: dict[str, Any]) -> dict[str, Any]:
+    """Store one batch payload with this worker's dedup window and source terms (the batch
+    task, the drains and the DLQ replay all store through here)."""
     purpose, classification = _source_terms(rt, str(payload.get("source")))
     stored = store_event_batch(payload, rt.sink, _dedup_index(rt), purpose, classification)
     return stored.summary()
@@ -102,7 +104,7 @@ def drain(self: Any, source: str, slot: int, token: str) -> dict[str, Any]:
         events = len(payload["events"])
         # The first traced request's trace continues here; the others are linked.
         with batch_span("ingest.webhooks.store", contexts, **{"ingest.events": events}):
-            result = _store(rt, payload)
+            result = store_now(rt, payload)
         if not result.get("alreadyStored"):
             metrics.observe_batch(source, len(payload["events"]))
             now = time.time()
