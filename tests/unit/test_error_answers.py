@@ -101,12 +101,15 @@ class TestWebhookFastPath:
     def test_a_bug_is_a_500_with_the_request_id(
         self, client: object, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from webapp import fastpath
+        from webapp import fastpath, webhooks
 
         def broken(*_: object) -> None:
             raise KeyError("a bug in the service")
 
+        # Both fronts: the Flask route serves single events while tracing is on (another
+        # test of the session may have turned it on), the fast path otherwise.
         monkeypatch.setattr(fastpath, "receive_single", broken)
+        monkeypatch.setattr(webhooks, "receive_single", broken)
         before = unhandled(fastpath.ENDPOINT)
         answer = client.post("/v1/webhooks/open", json={"n": 1})  # type: ignore[attr-defined]
         assert answer.status_code == 500
