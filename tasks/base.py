@@ -49,6 +49,14 @@ class IngestTask(Task):
             return work()
         except Exception as exc:
             retries = self.request.retries
+            if isinstance(exc, DeadLetterQueueFull):
+                # The work's own rejects do not fit in the DLQ: giving up would only put the
+                # task there instead. Wait for room, however long that takes (as below).
+                log.error(
+                    "task %s cannot dead-letter its rejects: %s; retrying later", self.name, exc
+                )
+                cap = runtime().settings.s3csv.retry_backoff_max
+                raise self.retry(exc=exc, countdown=cap, max_retries=None) from exc
             if is_retryable(exc) and retries < self.max_attempt_retries():
                 cap = runtime().settings.s3csv.retry_backoff_max
                 countdown = getattr(exc, "retry_after", None) or backoff_seconds(retries, cap)

@@ -59,7 +59,12 @@ class Dispatcher:
         if token is None:
             return False
         try:
-            self._app.send_task(DRAIN_TASK, args=[source, 0, token], queue=QUEUE)
+            # ignore_result: nobody waits for a drain's result, and without it Celery would
+            # subscribe this thread to the task's result channel (its result consumer is
+            # neither meant for other threads nor ever unsubscribed here).
+            self._app.send_task(
+                DRAIN_TASK, args=[source, 0, token], queue=QUEUE, ignore_result=True
+            )
         except Exception:
             self._drainer.release(source, 0, token)
             raise

@@ -131,7 +131,9 @@ def drain(self: Any, source: str, slot: int, token: str) -> dict[str, Any]:
     def spawn(next_slot: int) -> None:
         next_token = drainer.acquire(source, next_slot)
         if next_token is not None:
-            self.app.send_task(DRAIN_TASK, args=[source, next_slot, next_token], queue=QUEUE)
+            self.app.send_task(
+                DRAIN_TASK, args=[source, next_slot, next_token], queue=QUEUE, ignore_result=True
+            )
 
     report = drainer.drain(source, slot, token, store, dead_letter, spawn)
     return {"source": source, **report.__dict__}
