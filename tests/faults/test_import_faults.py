@@ -12,7 +12,6 @@ import json
 import random
 import signal
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +78,6 @@ def test_a_scan_message_lost_in_the_brpop_window(
     procs.start_worker(env)
     state = wait_finished(env, import_id, 60, "the import to finish without its scan message")
     assert_every_row_once(state, data, sink_dir)
-
-
-@pytest.fixture()
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop(signal.SIGTERM, timeout=10)
 
 
 def test_kill_9_of_redis_during_an_import(

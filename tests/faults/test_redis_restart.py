@@ -12,7 +12,6 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,15 +76,6 @@ class Sender(threading.Thread):
 
     def count(self, status: int, after: float = 0.0) -> int:
         return sum(a.status == status and a.sent >= after for a in list(self.answers))
-
-
-@pytest.fixture()
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop(signal.SIGTERM, timeout=10)
 
 
 def test_kill_9_of_redis_under_webhook_load(
