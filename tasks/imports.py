@@ -40,7 +40,10 @@ def submit_import(
     store.index(import_id)
     # Owed a scan from now on: a scan message lost in the broker is sent again.
     ImportLedger(client, settings.s3csv.lease_seconds).track(import_id)
-    sender_for(settings).send_task("ingest.s3.scan", args=[import_id], queue=QUEUE_CONTROL)
+    # ignore_result: the import's state lives in its record and ledger, not in a task result.
+    sender_for(settings).send_task(
+        "ingest.s3.scan", args=[import_id], queue=QUEUE_CONTROL, ignore_result=True
+    )
     return import_id
 
 

@@ -42,9 +42,13 @@ def build_sweeper() -> LedgerSweeper:
         ledger=ledger(),
         store=ImportStore(rt.redis),
         dlq=rt.dlq,
-        dispatch_range=lambda spec: process_range.apply_async(args=[spec], queue=QUEUE_RANGES),
+        # ignore_result: nobody waits on these (the ledger tracks the outcome), and a send
+        # that expects a result subscribes this thread to the result backend's channel.
+        dispatch_range=lambda spec: process_range.apply_async(
+            args=[spec], queue=QUEUE_RANGES, ignore_result=True
+        ),
         dispatch_scan=lambda import_id: scan_import.apply_async(
-            args=[import_id], queue=QUEUE_CONTROL
+            args=[import_id], queue=QUEUE_CONTROL, ignore_result=True
         ),
         dispatch_chunk=dispatch_chunk,
         chunk_size=cfg.fanout_chunk,

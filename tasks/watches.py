@@ -34,7 +34,9 @@ def dispatcher(settings: Settings) -> Any:
     sender = sender_for(settings)
 
     def dispatch(import_id: str) -> None:
-        sender.send_task("ingest.s3.scan", args=[import_id], queue=QUEUE_CONTROL)
+        sender.send_task(
+            "ingest.s3.scan", args=[import_id], queue=QUEUE_CONTROL, ignore_result=True
+        )
 
     return dispatch
 
