@@ -140,7 +140,7 @@ class TestExpiry:
     def test_every_key_has_a_ttl(self, store: IdempotencyStore, redis_client: redis.Redis) -> None:
         store.begin_many("acme", [(f"k{i}", HASH_A) for i in range(10)])
         store.complete_many("acme", [(f"k{i}", HASH_A, {}) for i in range(5)])
-        keys = list(redis_client.scan_iter("ingest:idem:*"))
+        keys = list(redis_client.scan_iter(b"i:*"))
         assert len(keys) == 10
         assert all(redis_client.pttl(key) > 0 for key in keys)
 
