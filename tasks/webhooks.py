@@ -18,6 +18,7 @@ import socket
 import time
 from typing import Any
 
+import redis
 from celery import shared_task
 
 from ingest import metrics
@@ -139,13 +140,22 @@ def drain(self: Any, source: str, slot: int, token: str) -> dict[str, Any]:
     return {"source": source, **report.__dict__}
 
 
+def _text_client(client: redis.Redis) -> redis.Redis:
+    """A client like ``client`` whose replies hiredis decodes to text (stream entries are
+    read field by field; decoding them in C costs a fraction of doing it in Python)."""
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    kwargs.update(decode_responses=True, encoding_errors="surrogatepass")
+    pool = redis.ConnectionPool(connection_class=client.connection_pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=pool)
+
+
 def _drainer(rt: Runtime) -> StreamDrainer:
     global _drainer_cache
     cached = _drainer_cache
     if cached is None or cached[0] is not rt:
         http = rt.settings.http
         drainer = StreamDrainer(
-            rt.redis,
+            _text_client(rt.redis),
             f"{socket.gethostname()}:{os.getpid()}",
             batch_size=http.buffer_size,
             redeliver_after=http.redeliver_after,

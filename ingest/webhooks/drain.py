@@ -19,6 +19,7 @@ the next poll starts another.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -84,7 +85,7 @@ class StreamEntry:
             "eventJson": f.get("e", ""),
             "eventId": f.get("k"),
             "contentHash": f.get("h"),
-            "receivedAt": epoch_to_iso(epoch),
+            "receivedAt": _iso(epoch),
             "receivedAtEpoch": epoch,
             "observedAt": f.get("o"),
         }
@@ -138,7 +139,12 @@ DeadLetter = Callable[[dict[str, Any], int], None]
 
 
 class StreamDrainer:
-    """Reads, acknowledges and reclaims a source's stream entries for one consumer."""
+    """Reads, acknowledges and reclaims a source's stream entries for one consumer.
+
+    ``client`` may return bytes or text; one that decodes its replies in hiredis
+    (``decode_responses=True, encoding_errors="surrogatepass"``, as the worker's drains use)
+    saves decoding every field of every entry in Python.
+    """
 
     def __init__(
         self,
@@ -354,5 +360,11 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+# The events of one request share their receipt time: formatted once, not once per event.
+_iso = functools.lru_cache(maxsize=1024)(epoch_to_iso)
+
+
 def _entry(entry_id: bytes | str, fields: Mapping[Any, Any]) -> StreamEntry:
+    if isinstance(entry_id, str):  # a client that decodes replies (see StreamDrainer)
+        return StreamEntry(entry_id, fields)
     return StreamEntry(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()})

@@ -118,6 +118,25 @@ class TestAcceptOne:
 class TestCoalescedScript:
     SCRIPT = "if ARGV[1] == 'boom' then return redis.error_reply('boom') end return ARGV[1]"
 
+    def test_every_kind_of_argument_reaches_redis_unchanged(
+        self, redis_client: redis.Redis
+    ) -> None:
+        # hiredis packs most calls; a lone surrogate (valid in a JSON string) is packed in
+        # Python with surrogatepass, as redis-py would not.
+        script = CoalescedScript(redis_client, "return ARGV")
+        values = ["plain", "é\u2028中", "\ud800 alone", b"\x00\xff", 12, -5, 0.1 + 0.2, ""]
+        reply = script([], values)
+        assert reply == [
+            b"plain",
+            "é\u2028中".encode(),
+            "\ud800 alone".encode("utf-8", "surrogatepass"),
+            b"\x00\xff",
+            b"12",
+            b"-5",
+            b"0.30000000000000004",
+            b"",
+        ]
+
     def test_concurrent_calls_each_get_their_own_reply(self, redis_client: redis.Redis) -> None:
         script = CoalescedScript(redis_client, self.SCRIPT)
         with ThreadPoolExecutor(16) as pool:
