@@ -137,7 +137,7 @@ def _round(app: Any, rt: Any, client: Any, secret: str, sink_dir: Path, args: An
     files = sum(1 for _ in sink_dir.rglob("*.jsonl*"))
     per = 1e6 / events
     print(
-        f"round {n}: {args.requests} batches of {args.batch}, {backlog} events in the stream, "
+        f"round {n}: {args.requests} batches of {args.batch}, {backlog} entries in the stream, "
         f"{stored} stored ({files} files so far)\n"
         f"  web:   {web_cpu * per:6.1f} µs/event, Redis {web_redis * per:5.1f}"
         f" µs/event; commands per event: {web_commands}\n"

@@ -114,7 +114,8 @@ def drain(self: Any, source: str, slot: int, token: str) -> dict[str, Any]:
 
     def dead_letter(payload: dict[str, Any], deliveries: int) -> None:
         exc = RuntimeError(f"not stored after {deliveries} deliveries")
-        payload = {k: v for k, v in payload.items() if k not in ("streamIds", "traces")}
+        drop = ("streamIds", "streamSizes", "traces")
+        payload = {k: v for k, v in payload.items() if k not in drop}
         entry = task_entry(
             task_name=TASK_NAME,
             task_id=str(payload["batchId"]),

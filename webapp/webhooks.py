@@ -13,12 +13,10 @@ where the fast path steps aside (tracing on).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -41,11 +39,10 @@ from ingest.webhooks.bodies import (
     check_content_encoding,
     check_media_type,
     decode_body,
-    parse_batch,
     read_body,
 )
-from ingest.webhooks.idempotency import ClaimOutcome, IdempotencyStore, event_key, idempotency_key
-from ingest.webhooks.intake import WebhookSource, batch_statuses, observed_at, webhook_sources
+from ingest.webhooks.idempotency import ClaimOutcome, IdempotencyStore, idempotency_key
+from ingest.webhooks.intake import WebhookSource, webhook_sources
 from ingest.webhooks.providers import (
     decode_event,
     event_observed_at,
@@ -58,14 +55,13 @@ from ingest.webhooks.providers import (
 from ingest.webhooks.signatures import SignatureError, verify_signature
 from ingest.webhooks.stream import EventStreams, Refused, entry_fields
 from webapp.errors import ApiError, error_response
-from webapp.observability import note_batch_statuses, note_webhook_reason
+from webapp.observability import note_webhook_reason
 
 __all__ = ["Answer", "Services", "bp", "receive_single", "services_for"]
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
 _EXTENSION = "ingest.webhooks"
-_BATCH_KEY_PREFIX = "batch:"  # request-level keys of the batch endpoint, apart from event keys
 POOL_SIZE, POOL_WAIT = 128, 2.0
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 REDIS_DOWN = "Redis (rate limits, idempotency keys, event streams) is unreachable; retry later"
@@ -315,7 +311,7 @@ def conflict(outcome: ClaimOutcome, key: str) -> ApiError:
     )
 
 
-def _fields(
+def entry_fields_of(
     parsed: ParsedEvent,
     key: str,
     source: WebhookSource,
@@ -367,7 +363,7 @@ def receive_single(services: Services, name: str, environ: Mapping[str, Any]) ->
         headers, parsed.event, source.id_field, parsed.content_hash
     )
     observed = event_observed_at(source, headers, parsed.event)
-    fields = _fields(parsed, key, source, epoch, observed, base_url(environ))
+    fields = entry_fields_of(parsed, key, source, epoch, observed, base_url(environ))
     result = {"eventId": key, "contentHash": parsed.content_hash}
     if services.keys is not None and not services.keys_with_buckets:
         return _receive_apart(services, source, key, parsed.content_hash, fields, result)
@@ -409,16 +405,16 @@ def _receive_apart(
     try:
         appended = services.streams.accept_one(source.name, (), None, content_hash, fields)
     except REDIS_ERRORS:
-        _release_quietly(store, source, [key])
+        release_quietly(store, source, [key])
         raise
     if isinstance(appended, Refused):
-        _release_quietly(store, source, [key])
+        release_quietly(store, source, [key])
         raise backpressure(services, appended)
     store.complete(source.name, key, content_hash, {})
     return Answer(202, {"status": "accepted", **result}, ratelimit_headers(decisions))
 
 
-def _release_quietly(store: IdempotencyStore, source: WebhookSource, keys: list[str]) -> None:
+def release_quietly(store: IdempotencyStore, source: WebhookSource, keys: list[str]) -> None:
     try:
         store.release_many(source.name, keys)
     except REDIS_ERRORS:
@@ -452,7 +448,7 @@ def receive_event(source: str) -> Response:
     return _respond(_refused(lambda: receive_single(services, source, request.environ)))
 
 
-def _check_schema(source: WebhookSource, events: Sequence[ParsedEvent]) -> None:
+def check_schema(source: WebhookSource, events: Sequence[ParsedEvent]) -> None:
     """400 when an event fails its source's schema; a batch is refused whole, naming the event."""
     if source.event_schema is None:
         return
@@ -463,14 +459,6 @@ def _check_schema(source: WebhookSource, events: Sequence[ParsedEvent]) -> None:
             raise refusal(400, where + problem, reason=Reason.INVALID_EVENT)
 
 
-def _request_key(headers: Mapping[str, str]) -> str | None:
-    for name in ("idempotency-key", "webhook-id"):
-        value = (headers.get(name) or "").strip()
-        if value:
-            return value
-    return None
-
-
 @bp.post("/v1/webhooks/<source>/batch")
 def receive_batch(source: str) -> Response:
     """Accept NDJSON or a JSON array of events: 202 with one result per event, in order.
@@ -479,133 +467,7 @@ def receive_batch(source: str) -> Response:
     retry is answered 200 with the results the first answer gave. The answer is 202 whenever
     the batch was processed now, even when every event in it turned out to be a duplicate.
     """
+    from webapp.webhook_batch import receive  # it builds on this module
+
     services = services_for(current_app)
-    return _refused(lambda: _receive_batch(services, source, request.environ))
-
-
-def _receive_batch(services: Services, name: str, environ: Mapping[str, Any]) -> Response:
-    src = source_of(services, name)
-    body, kind = read_request(services, environ, allow_ndjson=True)
-    headers = lowered_headers(environ)
-    verify(src, body, headers)
-    epoch = time.time()
-    cfg = services.http
-    try:
-        events: list[ParsedEvent] | None = parse_batch(
-            body, kind, cfg.max_json_depth, cfg.max_batch_events
-        )
-        error = None
-    except BodyError as exc:  # the contract checks rate limits before the body
-        events, error = None, refusal(exc.status, exc.message)
-    decisions = charge(services, src, len(events) if events else 1)
-    if events is None:
-        raise error or refusal(400, "the body is not a batch of JSON events")
-    _check_schema(src, events)
-    store = services.keys
-    request_key = _request_key(headers) if store is not None else None
-    batch_hash = hashlib.sha256("\n".join(e.content_hash for e in events).encode()).hexdigest()
-    if request_key is not None and store is not None:
-        claim = store.begin(src.name, _BATCH_KEY_PREFIX + request_key, batch_hash)
-        if claim.outcome is ClaimOutcome.DUPLICATE:
-            stored = (claim.result or {}).get("results", [])
-            if isinstance(stored, list):
-                note_batch_statuses({}, duplicates=len(stored))
-            return _answer(200, {"status": "duplicate", "results": stored}, decisions)
-        if claim.outcome is not ClaimOutcome.NEW:
-            raise conflict(claim.outcome, request_key)
-    try:
-        results = _store_batch(services, src, events, epoch, headers, base_url(environ))
-    except (ApiError, *REDIS_ERRORS):
-        # Free the request key at once if Redis allows, so a retry is not refused for a minute.
-        if request_key is not None and store is not None:
-            _release_quietly(store, src, [_BATCH_KEY_PREFIX + request_key])
-        raise
-    if request_key is not None and store is not None:
-        _complete_request(store, src, request_key, batch_hash, results)
-    note_batch_statuses(Counter(r["status"] for r in results))
-    return _answer(202, {"status": "accepted", "results": results}, decisions)
-
-
-def _answer(status: int, body: dict[str, Any], decisions: Sequence[RateDecision]) -> Response:
-    response = jsonify(body)
-    response.status_code = status
-    response.headers.update(ratelimit_headers(list(decisions)))
-    return response
-
-
-def _store_batch(
-    services: Services,
-    source: WebhookSource,
-    events: list[ParsedEvent],
-    epoch: float,
-    headers: Mapping[str, str],
-    uri: str,
-) -> list[dict[str, Any]]:
-    """Claim each event's key and append the accepted ones; return the per-event results."""
-    keys = [event_key(e.event, source.id_field, e.content_hash) for e in events]
-    hashes = [e.content_hash for e in events]
-    stamp = headers.get("webhook-timestamp")
-    fields = [
-        _fields(e, k, source, epoch, observed_at(e.event, source.observed_at_field, stamp), uri)
-        for e, k in zip(events, keys, strict=True)
-    ]
-    position = {key: i for i, key in reversed(list(enumerate(keys)))}  # first occurrence
-    store = services.keys
-
-    def claim(pairs: list[tuple[str, str]]) -> list[ClaimOutcome]:
-        if store is not None and not services.keys_with_buckets:
-            return _claim_apart(services, store, source, pairs, position, fields)
-        use_keys = store is not None
-        items = [(k if use_keys else None, h, fields[position[k]]) for k, h in pairs]
-        outcomes = services.streams.accept_many(source.name, items)
-        if isinstance(outcomes, Refused):
-            raise backpressure(services, outcomes)
-        return outcomes
-
-    statuses = batch_statuses(keys, hashes, claim)
-    return [
-        {"index": i, "status": status, "eventId": keys[i], "contentHash": hashes[i]}
-        for i, status in enumerate(statuses)
-    ]
-
-
-def _claim_apart(
-    services: Services,
-    store: IdempotencyStore,
-    source: WebhookSource,
-    pairs: list[tuple[str, str]],
-    position: dict[str, int],
-    fields: list[list[str]],
-) -> list[ClaimOutcome]:
-    """Batch claims when the keys live in a Redis of their own: claim, append, complete."""
-    outcomes = [c.outcome for c in store.begin_many(source.name, pairs)]
-    new = [(k, h) for (k, h), o in zip(pairs, outcomes, strict=True) if o is ClaimOutcome.NEW]
-    if not new:
-        return outcomes
-    try:
-        appended = services.streams.accept_many(
-            source.name, [(None, h, fields[position[k]]) for k, h in new]
-        )
-    except REDIS_ERRORS:
-        _release_quietly(store, source, [k for k, _ in new])
-        raise
-    if isinstance(appended, Refused):
-        _release_quietly(store, source, [k for k, _ in new])
-        raise backpressure(services, appended)
-    store.complete_many(source.name, [(k, h, {}) for k, h in new])
-    return outcomes
-
-
-def _complete_request(
-    store: IdempotencyStore,
-    source: WebhookSource,
-    request_key: str,
-    batch_hash: str,
-    results: list[dict[str, Any]],
-) -> None:
-    try:
-        key = _BATCH_KEY_PREFIX + request_key
-        store.complete(source.name, key, batch_hash, {"results": results})
-    except REDIS_ERRORS as exc:
-        # The events are durable: still 202. The request key's claim expires instead.
-        log.warning("completing batch key failed: %s", exc)
+    return _refused(lambda: receive(services, source, request.environ))

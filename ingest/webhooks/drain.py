@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import time
 import uuid
@@ -31,7 +32,7 @@ from typing import Any
 import redis
 
 from ingest.webhooks.intake import epoch_to_iso
-from ingest.webhooks.stream import GROUP, kick_key, stream_key
+from ingest.webhooks.stream import GROUP, kick_key, stream_key, waiting_key
 
 __all__ = [
     "SLOTS",
@@ -65,6 +66,23 @@ return 0
 """
 
 
+# Acknowledges and deletes entries, then takes what the deleted ones held off the waiting
+# counter (never below zero: entries appended before the counter existed were not counted).
+# KEYS: stream, waiting counter. ARGV: the group, then each entry's id and event count.
+_ACK = """
+local ids, gone = {}, 0
+for i = 2, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[i]
+  if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then gone = gone + tonumber(ARGV[i + 1]) end
+end
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+if gone > 0 and redis.call('DECRBY', KEYS[2], gone) < 0 then
+  redis.call('SET', KEYS[2], 0)
+end
+return gone
+"""
+
+
 def lease_key(source: str, slot: int) -> str:
     """The lease a running drain of ``source`` holds for ``slot``."""
     return f"ingest:wh:{{{source}}}:drain:{slot}"
@@ -77,18 +95,44 @@ class StreamEntry:
     id: str
     fields: Mapping[str, str]
 
-    def payload_event(self) -> dict[str, Any]:
-        """The event as a batch payload carries it (see ``ingest.webhooks.storage``)."""
+    @property
+    def size(self) -> int:
+        """How many events the entry holds: one, or a batch request's accepted events (what
+        its deletion takes off the source's waiting counter)."""
+        count = self.fields.get("n")
+        return int(count) if count and count.isdigit() else 1
+
+    def payload_events(self) -> list[dict[str, Any]]:
+        """The entry's events as a batch payload carries them (see ``ingest.webhooks.storage``)."""
         f = self.fields
         epoch = float(f.get("r") or 0)
-        return {
-            "eventJson": f.get("e", ""),
-            "eventId": f.get("k"),
-            "contentHash": f.get("h"),
-            "receivedAt": _iso(epoch),
-            "receivedAtEpoch": epoch,
-            "observedAt": f.get("o"),
-        }
+        received = _iso(epoch)
+        if not f.get("n"):
+            return [
+                {
+                    "eventJson": f.get("e", ""),
+                    "eventId": f.get("k"),
+                    "contentHash": f.get("h"),
+                    "receivedAt": received,
+                    "receivedAtEpoch": epoch,
+                    "observedAt": f.get("o"),
+                }
+            ]
+        texts = f["E"].split("\n")
+        ids, observed, hashes = json.loads(f["K"]), json.loads(f["O"]), f["H"]
+        if not len(texts) == len(ids) == len(observed) == len(hashes) // 64 == self.size:
+            raise ValueError(f"stream entry {self.id} is not a well-formed batch entry")
+        return [
+            {
+                "eventJson": text,
+                "eventId": event_id,
+                "contentHash": hashes[64 * i : 64 * i + 64],
+                "receivedAt": received,
+                "receivedAtEpoch": epoch,
+                "observedAt": seen,
+            }
+            for i, (text, event_id, seen) in enumerate(zip(texts, ids, observed, strict=True))
+        ]
 
     def terms(self) -> tuple[str, str, str | None]:
         """What every event of one stored batch shares: source URI, purpose, classification."""
@@ -96,31 +140,76 @@ class StreamEntry:
         return f.get("u", ""), f.get("p", "webhook"), f.get("c")
 
 
-def payloads_of(source: str, entries: Sequence[StreamEntry]) -> list[dict[str, Any]]:
-    """Batch payloads of ``entries``, one per distinct terms, each named by its entry ids.
+def payloads_of(
+    source: str, entries: Sequence[StreamEntry], max_events: int | None = None
+) -> list[dict[str, Any]]:
+    """Batch payloads of ``entries``, one per distinct terms (and per ``max_events`` events,
+    an entry never split), each named by its entry ids.
 
     The same entries always give the same ``batchId``, so a batch stored before its
-    acknowledgement was lost is found already stored.
+    acknowledgement was lost is found already stored. An entry that cannot be read (only this
+    package writes entries: a bug, or a hand-made one) becomes a payload of its own, holding
+    its fields as found: storing it fails, and after its deliveries it reaches the DLQ.
     """
-    groups: dict[tuple[str, str, str | None], list[StreamEntry]] = {}
+    groups: dict[tuple[str, str, str | None], list[tuple[StreamEntry, list[Any]]]] = {}
+    broken: list[StreamEntry] = []
     for entry in entries:
-        groups.setdefault(entry.terms(), []).append(entry)
+        try:
+            events = entry.payload_events()
+        except (ValueError, KeyError, TypeError):
+            broken.append(entry)
+            continue
+        groups.setdefault(entry.terms(), []).append((entry, events))
     payloads = []
     for (uri, purpose, classification), members in groups.items():
-        ids = "\n".join(e.id for e in members).encode()
+        for chunk in _chunks(members, max_events):
+            payloads.append(
+                _payload(source, [e for e, _ in chunk], uri, purpose, classification)
+                | {"events": [event for _, events in chunk for event in events]}
+            )
+    for entry in broken:
+        uri, purpose, classification = entry.terms()
         payloads.append(
-            {
-                "batchId": hashlib.sha256(ids).hexdigest()[:32],
-                "source": source,
-                "sourceUri": uri,
-                "purpose": purpose,
-                "classification": classification,
-                "events": [e.payload_event() for e in members],
-                "streamIds": [e.id for e in members],
-                "traces": [e.fields["t"] for e in members if e.fields.get("t")],
-            }
+            _payload(source, [entry], uri, purpose, classification)
+            | {"events": [{"malformedEntry": dict(entry.fields)}]}
         )
     return payloads
+
+
+def _chunks(
+    members: list[tuple[StreamEntry, list[Any]]], max_events: int | None
+) -> list[list[tuple[StreamEntry, list[Any]]]]:
+    if max_events is None:
+        return [members]
+    chunks: list[list[tuple[StreamEntry, list[Any]]]] = [[]]
+    size = 0
+    for member in members:
+        if chunks[-1] and size + len(member[1]) > max_events:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(member)
+        size += len(member[1])
+    return chunks
+
+
+def _payload(
+    source: str,
+    members: Sequence[StreamEntry],
+    uri: str,
+    purpose: str,
+    classification: str | None,
+) -> dict[str, Any]:
+    ids = "\n".join(e.id for e in members).encode()
+    return {
+        "batchId": hashlib.sha256(ids).hexdigest()[:32],
+        "source": source,
+        "sourceUri": uri,
+        "purpose": purpose,
+        "classification": classification,
+        "streamIds": [e.id for e in members],
+        "streamSizes": [e.size for e in members],
+        "traces": [e.fields["t"] for e in members if e.fields.get("t")],
+    }
 
 
 @dataclass
@@ -161,6 +250,10 @@ class StreamDrainer:
         self._max_deliveries = max_deliveries
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
+        self._ack = client.register_script(_ACK)
+        # Events per entry of the last read, which sizes the next read; a first read asks for
+        # a few entries, since those of batch requests may hold thousands each.
+        self._per_entry = max(1.0, batch_size / 16)
 
     # -- leases -------------------------------------------------------------------------
 
@@ -186,7 +279,9 @@ class StreamDrainer:
                 raise
 
     def read_new(self, source: str, block_ms: int | None = None) -> list[StreamEntry]:
-        """Up to ``batch_size`` entries never delivered before; they become pending here.
+        """Entries never delivered before, about ``batch_size`` events' worth (entries of
+        batch requests hold many, so the count follows the last read's events per entry);
+        they become pending here.
 
         ``block_ms``: wait that long for the first entry when none is there yet."""
         # A wake-up published from now on means events this read did not see.
@@ -196,7 +291,7 @@ class StreamDrainer:
             GROUP,
             self.consumer,
             {stream_key(source): ">"},
-            count=self.batch_size,
+            count=self.read_count(),
             block=block_ms,
         )
         try:
@@ -206,7 +301,14 @@ class StreamDrainer:
                 raise
             self.ensure_group(source)
             return []
-        return [_entry(i, f) for _, items in reply or [] for i, f in items if f]
+        entries = [_entry(i, f) for _, items in reply or [] for i, f in items if f]
+        if entries:
+            self._per_entry = sum(e.size for e in entries) / len(entries)
+        return entries
+
+    def read_count(self) -> int:
+        """How many entries the next read asks for."""
+        return max(1, int(self.batch_size / self._per_entry))
 
     def reclaim(self, source: str) -> tuple[list[StreamEntry], list[StreamEntry]]:
         """Entries left pending by a drain that died or failed, idle long enough: those to
@@ -214,7 +316,7 @@ class StreamDrainer:
         key = stream_key(source)
         try:
             pending = self._client.xpending_range(
-                key, GROUP, min="-", max="+", count=self.batch_size, idle=self._idle_ms
+                key, GROUP, min="-", max="+", count=self.read_count(), idle=self._idle_ms
             )
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -239,15 +341,17 @@ class StreamDrainer:
             self._client.xack(key, GROUP, *gone)
         return again, exhausted
 
-    def ack(self, source: str, ids: Sequence[str]) -> None:
-        """Acknowledge and delete stored entries (one round trip)."""
+    def ack(self, source: str, ids: Sequence[str], sizes: Sequence[int] | None = None) -> None:
+        """Acknowledge and delete stored entries, and take the events of those this call
+        deleted (``sizes``: each entry's, one when not given) off the waiting counter, in one
+        atomic step: an entry another drain deleted first is not counted twice."""
         if not ids:
             return
-        key = stream_key(source)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.xack(key, GROUP, *ids)
-        pipe.xdel(key, *ids)
-        pipe.execute()
+        counts = list(sizes) if sizes is not None else [1] * len(ids)
+        args: list[Any] = [GROUP]
+        for entry_id, count in zip(ids, counts, strict=True):
+            args += [entry_id, count]
+        self._ack(keys=[stream_key(source), waiting_key(source)], args=args)
 
     def backlog(self, source: str) -> tuple[int, int]:
         """``(undelivered, pending)`` events of the source's stream."""
@@ -295,9 +399,9 @@ class StreamDrainer:
         deadline = time.monotonic() + max_seconds
         again, exhausted = self.reclaim(source)
         report.reclaimed = len(again) + len(exhausted)
-        for payload in payloads_of(source, exhausted):
+        for payload in payloads_of(source, exhausted, self.batch_size):
             dead_letter(payload, self._max_deliveries)
-            self.ack(source, payload["streamIds"])
+            self.ack(source, payload["streamIds"], payload["streamSizes"])
             report.dead_lettered += len(payload["events"])
         entries = again
         busy = False
@@ -306,7 +410,7 @@ class StreamDrainer:
                 # While events keep coming, wait a moment for the next ones rather than end
                 # this task and have the dispatcher start another (a task costs far more).
                 entries = self.read_new(source, IDLE_BLOCK_MS if busy else None)
-                if busy and 2 <= len(entries) < self.batch_size // 4:
+                if busy and 2 <= _events(entries) < self.batch_size // 4:
                     # A steady stream (several per read): let a few more milliseconds' events
                     # join this batch.
                     # Each batch is a sink file and a few round trips, which cost far more
@@ -326,7 +430,7 @@ class StreamDrainer:
             if not self._store_all(source, entries, store, report):
                 self.release(source, slot, token)
                 return report
-            full = len(entries) >= self.batch_size
+            full = _events(entries) >= self.batch_size
             entries = []
             if full and spawn is not None and slot + 1 < SLOTS:
                 spawn(slot + 1)
@@ -338,7 +442,7 @@ class StreamDrainer:
     def _store_all(
         self, source: str, entries: list[StreamEntry], store: Store, report: DrainReport
     ) -> bool:
-        for payload in payloads_of(source, entries):
+        for payload in payloads_of(source, entries, self.batch_size):
             try:
                 store(payload)
             except Exception as exc:  # left pending: reclaimed after redeliverAfter
@@ -350,10 +454,14 @@ class StreamDrainer:
                 )
                 report.failed += len(payload["events"])
                 return False
-            self.ack(source, payload["streamIds"])
+            self.ack(source, payload["streamIds"], payload["streamSizes"])
             report.batches += 1
             report.events += len(payload["events"])
         return True
+
+
+def _events(entries: Sequence[StreamEntry]) -> int:
+    return sum(e.size for e in entries)
 
 
 def _text(value: bytes | str) -> str:

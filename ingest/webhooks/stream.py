@@ -3,8 +3,9 @@
 Every source has a Redis Stream of the events accepted for it and not yet stored
 (``ingest:wh:{<source>}:events``). One Lua script, run atomically, decides a request:
 
-1. backpressure: a stream holding ``http.backpressure.highWaterMark`` events or more refuses
-   the request (503) before anything is charged;
+1. backpressure: a source with ``http.backpressure.highWaterMark`` events or more waiting to
+   be stored (a counter beside the stream, ``waiting_key``, which drains decrement as they
+   delete what they stored) refuses the request (503) before anything is charged;
 2. the token buckets (``ingest.ratelimit``): every bucket pays, or the request is refused
    (429) and nothing else happens;
 3. the idempotency key (``ingest.webhooks.idempotency``): a key seen before answers duplicate
@@ -12,6 +13,10 @@ Every source has a Redis Stream of the events accepted for it and not yet stored
 4. otherwise the event is appended (``XADD``) and its key remembered as accepted, in the same
    step: Redis applies all of it or none of it, and with AOF on the event is as durable as
    the key. The web answers 202 when the script returns; nothing waits on a batch window.
+
+A batch request's accepted events go into one stream entry (``entry_fields`` describes both
+kinds): a 1,000-event batch costs Redis one append, and a drain one read and one delete,
+instead of a thousand each.
 
 A worker's dispatcher is woken through a Pub/Sub channel (at most one message per source in
 a few milliseconds), and drain tasks read the stream through a consumer group
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import redis
@@ -48,9 +54,11 @@ __all__ = [
     "Accepted",
     "EventStreams",
     "Refused",
+    "batch_entry_shared",
     "entry_fields",
     "kick_key",
     "stream_key",
+    "waiting_key",
 ]
 
 GROUP = "store"  # the consumer group every worker's drain tasks read through
@@ -63,16 +71,23 @@ def stream_key(source: str) -> str:
     return f"ingest:wh:{{{source}}}:events"
 
 
+def waiting_key(source: str) -> str:
+    """How many accepted events of a source wait to be stored (entries hold one or many)."""
+    return f"ingest:wh:{{{source}}}:waiting"
+
+
 def kick_key(source: str) -> str:
     """Set for ``KICK_MS`` after a wake-up was published, so bursts publish once."""
     return f"ingest:wh:{{{source}}}:kick"
 
 
 # Appends one event and wakes the dispatchers (at most once per KICK_MS). ARGV from index c:
-# the wake channel, the source name, then the entry's field/value pairs. KEYS: stream, kick.
+# the wake channel, the source name, then the entry's field/value pairs. KEYS: stream, kick,
+# the waiting counter.
 _APPEND_LUA = """
-local function append(stream, kick, c)
+local function append(stream, kick, waiting, c)
   local id = redis.call('XADD', stream, '*', unpack(ARGV, c + 2))
+  redis.call('INCR', waiting)
   if redis.call('SET', kick, '1', 'NX', 'PX', KICK_MS) then
     redis.call('PUBLISH', ARGV[c], ARGV[c + 1])
   end
@@ -80,7 +95,8 @@ local function append(stream, kick, c)
 end
 """.replace("KICK_MS", str(KICK_MS))
 
-# One event. KEYS: the n buckets, the idempotency key ('' for none), the stream, the kick key.
+# One event. KEYS: the n buckets, the idempotency key ('' for none), the stream, the kick key,
+# the waiting counter.
 # ARGV: n, cost, now, rate and burst of each bucket (take_tokens' input), then at a = 4 + 2n:
 # the key's TTL in ms, the content mark, the high-water mark (0: none), then _APPEND_LUA's.
 # Reply: {'B', length} when the stream is full; else take_tokens' reply, followed, when every
@@ -92,10 +108,10 @@ _ACCEPT_ONE = (
     + """
 local n = tonumber(ARGV[1])
 local a = 4 + 2 * n
-local stream, kick = KEYS[n + 2], KEYS[n + 3]
+local stream, kick, waiting = KEYS[n + 2], KEYS[n + 3], KEYS[n + 4]
 local high = tonumber(ARGV[a + 2])
 if high > 0 then
-  local length = redis.call('XLEN', stream)
+  local length = tonumber(redis.call('GET', waiting) or '0')
   if length >= high then return {'B', tostring(length)} end
 end
 local paid, out = take_tokens(n, tonumber(ARGV[2]), ARGV[3], 4)
@@ -111,27 +127,30 @@ if key ~= '' then
   end
 end
 out[#out + 1] = 'N'
-out[#out + 1] = append(stream, kick, a + 3)
+out[#out + 1] = append(stream, kick, waiting, a + 3)
 return out
 """
 )
 
-# Many events of one source (a batch request, already charged). KEYS: stream, kick, then one
-# idempotency key per event. ARGV: TTL in ms, high-water mark, f (field/value pairs per
-# event), the wake channel, the source, then per event its mark and its f pairs. Returns
-# {'B', length} when full, else the codes (a character per event) and each duplicate's result.
-_ACCEPT_MANY = (
+# Many events of one source (a batch request, already charged), appended as one entry. KEYS:
+# stream, kick, waiting counter, then one idempotency key per event ('' for none). ARGV: TTL
+# in ms, high-water mark, the wake channel, the source, s (how many ARGV the entry's shared
+# field/value pairs take), those pairs, then per event: its mark, canonical JSON, id (a JSON
+# string), content hash and observedAt (JSON). Returns {'B', waiting} when full, else the codes
+# (a character per event) and each duplicate's result.
+_ACCEPT_BATCH = (
     CLAIM_LUA
     + """
-local stream, kick = KEYS[1], KEYS[2]
-local high, f = tonumber(ARGV[2]), tonumber(ARGV[3])
+local stream, kick, waiting = KEYS[1], KEYS[2], KEYS[3]
+local high, s = tonumber(ARGV[2]), tonumber(ARGV[5])
 if high > 0 then
-  local length = redis.call('XLEN', stream)
+  local length = tonumber(redis.call('GET', waiting) or '0')
   if length >= high then return {'B', tostring(length)} end
 end
-local codes, out, added = {}, {''}, 0
-local at = 6
-for i = 3, #KEYS do
+local codes, out = {}, {''}
+local events, ids, hashes, observed = {}, {}, {}, {}
+local at = 6 + s
+for i = 4, #KEYS do
   local mark = ARGV[at]
   local code, payload = 'N', ''
   if KEYS[i] ~= '' then
@@ -139,16 +158,28 @@ for i = 3, #KEYS do
     if value then code, payload = judge(value, mark) end
   end
   if code == 'N' then
-    redis.call('XADD', stream, '*', unpack(ARGV, at + 1, at + 2 * f))
-    added = added + 1
+    local n = #events + 1
+    events[n], ids[n] = ARGV[at + 1], ARGV[at + 2]
+    hashes[n], observed[n] = ARGV[at + 3], ARGV[at + 4]
   elseif code == 'D' then
     out[#out + 1] = payload
   end
   codes[#codes + 1] = code
-  at = at + 1 + 2 * f
+  at = at + 5
 end
-if added > 0 and redis.call('SET', kick, '1', 'NX', 'PX', KICK_MS) then
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
+local n = #events
+if n > 0 then
+  local fields = {}
+  for i = 1, s do fields[i] = ARGV[5 + i] end
+  local more = {'n', tostring(n), 'E', table.concat(events, '\\n'),
+    'K', '[' .. table.concat(ids, ',') .. ']', 'H', table.concat(hashes),
+    'O', '[' .. table.concat(observed, ',') .. ']'}
+  for _, v in ipairs(more) do fields[#fields + 1] = v end
+  redis.call('XADD', stream, '*', unpack(fields))
+  redis.call('INCRBY', waiting, n)
+  if redis.call('SET', kick, '1', 'NX', 'PX', KICK_MS) then
+    redis.call('PUBLISH', ARGV[3], ARGV[4])
+  end
 end
 out[1] = table.concat(codes)
 return out
@@ -183,10 +214,15 @@ def entry_fields(
     classification: str | None,
     trace: str | None = None,
 ) -> list[str]:
-    """A stream entry's field/value pairs (see ``ingest.webhooks.drain.read_entry``).
+    """A single event's stream entry, as field/value pairs (read by
+    ``ingest.webhooks.drain.StreamEntry``).
 
     Purpose and classification travel with each event, so a later config change or a DLQ
-    replay stores it under the terms it was accepted with.
+    replay stores it under the terms it was accepted with. A batch request's entry has the
+    fields its events share (:func:`batch_entry_shared`: ``r``, ``u``, ``p``, ``c``, ``t``) and,
+    for the events accepted, ``n`` (their count), ``E`` (their canonical JSON, one per line:
+    canonical JSON holds no raw newline), ``K`` (their ids, a JSON array), ``H`` (their content
+    hashes, 64 hex digits each, end to end) and ``O`` (their observedAt, a JSON array).
     """
     fields = [
         "e", event_json,
@@ -198,6 +234,22 @@ def entry_fields(
     ]  # fmt: skip
     if observed_at is not None:
         fields += ["o", observed_at]
+    if classification is not None:
+        fields += ["c", classification]
+    if trace:
+        fields += ["t", trace]
+    return fields
+
+
+def batch_entry_shared(
+    received_at: float,
+    source_uri: str,
+    purpose: str,
+    classification: str | None,
+    trace: str | None = None,
+) -> list[str]:
+    """The field/value pairs every event of one batch request shares (see entry_fields)."""
+    fields = ["r", repr(received_at), "u", source_uri, "p", purpose]
     if classification is not None:
         fields += ["c", classification]
     if trace:
@@ -220,7 +272,7 @@ class EventStreams:
         self._keys = keys
         self._high = high_water_mark
         self._one = CoalescedScript(client, _ACCEPT_ONE)
-        self._many = CoalescedScript(client, _ACCEPT_MANY)
+        self._batch = CoalescedScript(client, _ACCEPT_BATCH)
         self._groups: set[str] = set()
 
     def ensure_group(self, source: str) -> None:
@@ -250,7 +302,7 @@ class EventStreams:
         claimed: str | bytes = "" if key is None or store is None else store.redis_key(source, key)
         ttl = store.ttl_ms if store is not None else 1
         reply: list[Any] = self._one(
-            [*bucket_keys, claimed, stream_key(source), kick_key(source)],
+            [*bucket_keys, claimed, stream_key(source), kick_key(source), waiting_key(source)],
             [
                 len(checks),
                 *bucket_args,
@@ -272,25 +324,31 @@ class EventStreams:
         result = _result(_text(reply[-1])) if outcome is ClaimOutcome.DUPLICATE else None
         return Accepted(decisions, Claim(outcome=outcome, key=key or content_hash, result=result))
 
-    def accept_many(
+    def accept_batch(
         self,
         source: str,
-        items: Sequence[tuple[str | None, str, Sequence[str]]],
+        shared: Sequence[str],
+        items: Sequence[tuple[str | None, str, str, str, str | None]],
     ) -> list[ClaimOutcome] | Refused:
-        """Claim and append each ``(key, content_hash, fields)`` (already charged); the events
-        whose claim is new are appended. Outcomes come back in order."""
+        """Claim each ``(key, content_hash, canonical JSON, event id, observedAt)`` (already
+        charged; key None: no claim) and append the events whose claim is new as one entry
+        with the ``shared`` field/value pairs (:func:`batch_entry_shared`), in one round trip.
+        Outcomes come back in order."""
         self.ensure_group(source)
         store = self._keys
-        keys: list[str | bytes] = [stream_key(source), kick_key(source)]
-        width = max((len(fields) // 2 for _, _, fields in items), default=0)
-        args: list[Any] = [store.ttl_ms if store else 1, self._high, width, WAKE_CHANNEL, source]
-        for key, content_hash, fields in items:
-            if len(fields) < 2 * width:
-                # The script reads a fixed width: pad with a field the reader ignores.
-                fields = [*fields, *["-", ""] * (width - len(fields) // 2)]
+        keys: list[str | bytes] = [stream_key(source), kick_key(source), waiting_key(source)]
+        args: list[Any] = [store.ttl_ms if store else 1, self._high, WAKE_CHANNEL, source]
+        args += [len(shared), *shared]
+        for key, content_hash, event_json, event_id, observed in items:
             keys.append("" if key is None or store is None else store.redis_key(source, key))
-            args += [content_mark(content_hash), *fields]
-        reply = self._many(keys, args)
+            args += [
+                content_mark(content_hash),
+                event_json,
+                encode_basestring_ascii(event_id),
+                content_hash,
+                "null" if observed is None else encode_basestring_ascii(observed),
+            ]
+        reply = self._batch(keys, args)
         if _text(reply[0]) == "B":
             return Refused(int(_text(reply[1])))
         return [_OUTCOMES[code] for code in _text(reply[0])]

@@ -211,6 +211,50 @@ def test_accepted_events_survive_a_lost_drain_message_and_a_dead_drain(
     assert verify_records(records_at(str(sink_dir))).ok
 
 
+def test_batches_are_stored_once_each_across_a_dead_drain(
+    env: dict[str, str], procs: ProcessGroup, sink_dir: Path, redis_client: Any
+) -> None:
+    from ingest.webhooks.drain import GROUP
+    from ingest.webhooks.stream import stream_key, waiting_key
+
+    # No worker yet: each batch request's accepted events wait as one entry of the stream.
+    _, base = procs.start_web(env)
+    tag = uuid.uuid4().hex[:8]
+    batches = [[{"id": f"{tag}-{b}-{i}", "n": i} for i in range(50)] for b in range(4)]
+    batches[3][0] = batches[0][0]  # seen before: a duplicate, not stored twice
+    with requests.Session() as session:
+        for b, events in enumerate(batches):
+            body = "\n".join(json.dumps(e) for e in events).encode()
+            _, headers = signed({}, f"{tag}-batch-{b}")
+            now = datetime.now(UTC)
+            headers["webhook-signature"] = Webhook(SECRET).sign(
+                f"{tag}-batch-{b}", now, body.decode()
+            )
+            headers["webhook-timestamp"] = str(int(now.timestamp()))
+            headers["Content-Type"] = "application/x-ndjson"
+            answer = session.post(
+                f"{base}/v1/webhooks/acme/batch", data=body, headers=headers, timeout=10
+            )
+            assert answer.status_code == 202
+    assert redis_client.xlen(stream_key("acme")) == 4
+    assert int(redis_client.get(waiting_key("acme"))) == 199
+    # A drain that read the first batch and died before storing it.
+    read = redis_client.xreadgroup(GROUP, "dead-drain", {stream_key("acme"): ">"}, count=1)
+    assert len(read[0][1]) == 1
+
+    procs.start_worker(dict(env, INGEST_HTTP__REDELIVER_AFTER="2"))
+
+    def stored() -> Counter[str]:
+        return Counter(r.record["data"]["id"] for r in records_at(str(sink_dir)))
+
+    accepted = {e["id"] for events in batches for e in events}
+    wait_for(lambda: accepted <= set(stored()), 60, 0.2, "every accepted event")
+    assert stored() == Counter(accepted)  # each once
+    wait_for(lambda: redis_client.xlen(stream_key("acme")) == 0, 30, 0.2, "a drained stream")
+    assert int(redis_client.get(waiting_key("acme"))) == 0
+    assert verify_records(records_at(str(sink_dir))).ok
+
+
 def raw_exchange(base: str, request: bytes, shut_write: bool = False) -> tuple[int, bytes]:
     """Send ``request`` bytes as they are; the status and body of the answer (read to EOF)."""
     host, port = base.removeprefix("http://").split(":")

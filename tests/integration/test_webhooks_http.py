@@ -25,7 +25,7 @@ from ingest.config import Settings, build_settings
 from ingest.hashing import canonical_json, sha256_hex
 from ingest.sinks import FileSink
 from ingest.verify import records_at, verify_records
-from ingest.webhooks.drain import StreamEntry, payloads_of
+from ingest.webhooks.drain import StreamDrainer, StreamEntry, payloads_of
 from ingest.webhooks.idempotency import IdempotencyStore
 from ingest.webhooks.storage import store_event_batch
 from ingest.webhooks.stream import stream_key
@@ -77,6 +77,10 @@ def app(redis_url: str, redis_client: redis.Redis) -> Iterator[Flask]:
 @pytest.fixture()
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+def _ndjson(body: bytes, msg_id: str | None = None) -> dict[str, str]:
+    return {**std_headers(body, msg_id), "Content-Type": "application/x-ndjson"}
 
 
 def std_headers(body: bytes, msg_id: str | None = None, at: float | None = None) -> dict[str, str]:
@@ -310,7 +314,8 @@ class TestUnavailable:
         # Refused requests left nothing behind: their keys are free, their events not kept.
         assert redis_client.xlen(stream_key("open")) == HIGH_WATER_MARK
         first = redis_client.xrange(stream_key("open"), count=1)[0][0]
-        redis_client.xdel(stream_key("open"), first)  # one event stored by a drain
+        drainer = StreamDrainer(redis_client, "test", 10, 60, 3)
+        drainer.ack("open", [first.decode()])  # one event stored by a drain
         retry = client.post("/v1/webhooks/open", json={"n": 9}, headers={"Idempotency-Key": "b"})
         assert retry.status_code == 202
 
@@ -353,6 +358,23 @@ class TestBatch:
         again = client.post("/v1/webhooks/acme/batch", data=body, headers=headers)
         assert (first.status_code, again.status_code) == (202, 200)
         assert again.json == {"status": "duplicate", "results": first.json["results"]}
+
+    def test_retried_batch_answers_each_event_as_the_first_time(
+        self, client: FlaskClient, redis_client: redis.Redis
+    ) -> None:
+        client.post("/v1/webhooks/acme/batch", data=b'{"n": 0}', headers=_ndjson(b'{"n": 0}'))
+        body = b'{"n": 0}\n{"id": "x\\"\\u00e9", "n": 1}\n{"n": 0}\n{"n": 2}'
+        headers = _ndjson(body, "batch-2")
+        first = client.post("/v1/webhooks/acme/batch", data=body, headers=headers)
+        again = client.post("/v1/webhooks/acme/batch", data=body, headers=headers)
+        statuses = [r["status"] for r in first.json["results"]]
+        assert statuses == ["duplicate", "accepted", "duplicate", "accepted"]
+        assert again.status_code == 200
+        assert again.json == {"status": "duplicate", "results": first.json["results"]}
+        # The request key remembers a status letter per event, not the results themselves.
+        store = IdempotencyStore(redis_client, ttl_seconds=60)
+        remembered = redis_client.get(store.redis_key("acme", "batch:batch-2"))
+        assert remembered is not None and len(remembered) < 40
 
     def test_gzipped_ndjson(self, client: FlaskClient) -> None:
         answer = client.post(

@@ -225,3 +225,21 @@ def test_ndjson_batches_parse_as_one_line_at_a_time(body: bytes) -> None:
     except BodyError as exc:
         got = (type(exc), exc.message)
     assert got == expected
+
+
+def test_batch_results_are_the_json_flask_would_write() -> None:
+    from flask import Flask, jsonify
+
+    from webapp.webhook_batch import results_json
+
+    keys = ["plain", 'quote " and \\ back', "zé 🙂 \u2028", "\ud800", ""]
+    hashes = [sha256_hex(k.encode("utf-8", "surrogatepass")) for k in keys]
+    statuses = ["accepted", "duplicate", "conflict", "in_flight", "accepted"]
+    results = [
+        {"index": i, "status": s, "eventId": k, "contentHash": h}
+        for i, (k, h, s) in enumerate(zip(keys, hashes, statuses, strict=True))
+    ]
+    with Flask(__name__).app_context():
+        expected = jsonify(results).get_data(as_text=True)
+    assert results_json(keys, hashes, statuses) + "\n" == expected
+    assert json.loads(results_json(keys, hashes, statuses)) == results

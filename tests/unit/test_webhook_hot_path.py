@@ -14,9 +14,11 @@ import redis
 from flask import Flask
 
 from ingest.config import build_settings
+from ingest.hashing import sha256_hex
 from ingest.ratelimit import TokenBucket, ratelimit_headers
+from ingest.webhooks.drain import StreamDrainer, payloads_of
 from ingest.webhooks.idempotency import ClaimOutcome, CoalescedScript, IdempotencyStore
-from ingest.webhooks.stream import Accepted, EventStreams, Refused, stream_key
+from ingest.webhooks.stream import Accepted, EventStreams, Refused, stream_key, waiting_key
 from webapp import create_app, observability
 
 HASH_A = "a" * 64
@@ -113,6 +115,80 @@ class TestAcceptOne:
         # (dict entry, name, value object), where a 28-byte name took 72.
         assert len(key) == 14 and redis_client.object("encoding", key) == b"int"
         assert redis_client.memory_usage(key) <= 56
+
+
+class TestBatchEntries:
+    """A batch request's accepted events are one stream entry; the waiting counter follows
+    events, not entries."""
+
+    SHARED = ["r", "1733480000.5", "u", "http://x/batch", "p", "case-1"]
+
+    @pytest.fixture()
+    def streams(
+        self, redis_client: redis.Redis, buckets: TokenBucket, store: IdempotencyStore
+    ) -> EventStreams:
+        return EventStreams(redis_client, buckets, store, high_water_mark=5)
+
+    def events(self, *names: str) -> list[tuple[str | None, str, str, str, str | None]]:
+        return [
+            (name, sha256_hex(name.encode()), f'{{"n":"{name}"}}', name, None) for name in names
+        ]
+
+    def test_one_entry_holds_the_accepted_events_and_a_drain_reads_them_back(
+        self, streams: EventStreams, store: IdempotencyStore, redis_client: redis.Redis
+    ) -> None:
+        store.begin_many("acme", [("seen", sha256_hex(b"seen"))])
+        items = self.events("a", "seen", 'quote"\u2028é')
+        items[2] = (*items[2][:4], "2026-12-06T10:00:00.000Z")
+        outcomes = streams.accept_batch("acme", self.SHARED, items)
+        assert outcomes == [ClaimOutcome.NEW, ClaimOutcome.IN_FLIGHT, ClaimOutcome.NEW]
+        assert redis_client.xlen(stream_key("acme")) == 1
+        assert redis_client.get(waiting_key("acme")) == b"2"
+        drainer = StreamDrainer(
+            redis_client, "c1", batch_size=100, redeliver_after=60, max_deliveries=3
+        )
+        entries = drainer.read_new("acme")
+        [payload] = payloads_of("acme", entries)
+        assert [e["eventId"] for e in payload["events"]] == ["a", 'quote"\u2028é']
+        assert [e["eventJson"] for e in payload["events"]] == [items[0][2], items[2][2]]
+        assert [e["contentHash"] for e in payload["events"]] == [items[0][1], items[2][1]]
+        assert [e["observedAt"] for e in payload["events"]] == [None, "2026-12-06T10:00:00.000Z"]
+        assert payload["events"][0]["receivedAt"] == "2024-12-06T10:13:20.500Z"
+        assert (payload["sourceUri"], payload["purpose"]) == ("http://x/batch", "case-1")
+        drainer.ack("acme", payload["streamIds"], payload["streamSizes"])
+        drainer.ack("acme", payload["streamIds"], payload["streamSizes"])  # a second drain
+        assert redis_client.get(waiting_key("acme")) == b"0"
+
+    def test_backpressure_counts_events_not_entries(
+        self, streams: EventStreams, redis_client: redis.Redis
+    ) -> None:
+        assert streams.accept_batch("acme", self.SHARED, self.events("1", "2", "3", "4", "5"))
+        refused = streams.accept_batch("acme", self.SHARED, self.events("6"))
+        assert isinstance(refused, Refused) and refused.length == 5
+        assert redis_client.xlen(stream_key("acme")) == 1
+
+    def test_an_unreadable_entry_is_kept_apart_from_the_others(
+        self, streams: EventStreams, redis_client: redis.Redis
+    ) -> None:
+        streams.accept_batch("acme", self.SHARED, self.events("a"))
+        redis_client.xadd(
+            stream_key("acme"),
+            {
+                **dict(zip(self.SHARED[::2], self.SHARED[1::2], strict=True)),
+                "n": "2",
+                "E": "{}",
+                "K": "[",
+                "H": "",
+                "O": "[]",
+            },
+        )
+        streams.accept_batch("acme", self.SHARED, self.events("b"))
+        drainer = StreamDrainer(
+            redis_client, "c1", batch_size=100, redeliver_after=60, max_deliveries=3
+        )
+        good, broken = payloads_of("acme", drainer.read_new("acme"))
+        assert [e["eventId"] for e in good["events"]] == ["a", "b"]
+        assert len(broken["streamIds"]) == 1 and broken["events"][0]["malformedEntry"]["K"] == "["
 
 
 class TestCoalescedScript:
