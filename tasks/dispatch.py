@@ -23,14 +23,13 @@ from celery.signals import worker_ready
 from ingest.config import Settings, load_settings
 from ingest.runtime import Runtime
 from ingest.webhooks.drain import StreamDrainer
-from ingest.webhooks.stream import WAKE_CHANNEL
+from ingest.webhooks.stream import SOURCES_KEY, WAKE_CHANNEL
 from tasks.webhooks import DRAIN_TASK, QUEUE
 
 __all__ = ["Dispatcher"]
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
-STREAM_PATTERN = "ingest:wh:{*}:events"
 RESCAN_SECONDS = 30.0
 
 
@@ -75,10 +74,11 @@ class Dispatcher:
         ``redeliverAfter`` (a drain died); returns how many were started."""
         now = time.monotonic()
         if now - self._scanned > RESCAN_SECONDS:
+            # The sources the web processes named (one may know sources this worker's config
+            # lacks); a SCAN for stream keys would walk every idempotency key too.
             self._scanned = now
-            for key in self._client.scan_iter(match=STREAM_PATTERN, count=1000):
-                name = key.decode() if isinstance(key, bytes) else str(key)
-                self.sources.add(name[name.index("{") + 1 : name.rindex("}")])
+            for name in self._client.smembers(SOURCES_KEY):
+                self.sources.add(name.decode() if isinstance(name, bytes) else str(name))
         started = 0
         for source in sorted(self.sources):
             undelivered, pending = self._drainer.backlog(source)

@@ -122,8 +122,13 @@ def _append(
     hashes = [e.content_hash for e in events]
     stamp = headers.get("webhook-timestamp")
     observed_field = source.observed_at_field
+    stamped = observed_at({}, None, stamp)  # every event's, unless it carries its own field
     items = {
-        k: (e.canonical, k, observed_at(e.event, observed_field, stamp))
+        k: (
+            e.canonical,
+            k,
+            observed_at(e.event, observed_field, stamp) if observed_field else stamped,
+        )
         for e, k in reversed(list(zip(events, keys, strict=True)))  # first occurrence wins
     }
     shared = batch_entry_shared(epoch, uri, source.purpose, source.classification, traceparent())

@@ -135,16 +135,29 @@ def record_lines(
     before, after = _RECORD_ENCODER.encode(common)[:-1].split(_json_text(_PLACE))
     tail = f',"storedAt":{_json_text(stored_at)}}}}}\n'
     lines = []
+    # A batch's events mostly share their receipt time (and often their observedAt): each
+    # distinct value is encoded once. A contentHash here is a hex digest (checked against
+    # the data by _event_text): it needs no escaping.
+    texts: dict[str, str] = {}
+
+    def text(value: Any) -> str:
+        if type(value) is not str:
+            return _json_text(value)  # None, or what a hand-built payload holds
+        found = texts.get(value)
+        if found is None:
+            found = texts[value] = encode_basestring(value)
+        return found
+
     for data, content_hash, entry in items:
         received_at = entry.get("receivedAt")
-        line = f'{{"data":{data},"provenance":{before}{_json_text(received_at or stored_at)}'
-        line += f'{after},"contentHash":{_json_text(content_hash)}'
-        line += f',"observedAt":{_json_text(entry.get("observedAt"))}'
+        line = f'{{"data":{data},"provenance":{before}{text(received_at or stored_at)}'
+        line += f'{after},"contentHash":"{content_hash}"'
+        line += f',"observedAt":{text(entry.get("observedAt"))}'
         event_id = entry.get("eventId")
         if event_id is not None:
             line += f',"eventId":{_json_text(event_id)}'
         if received_at is not None:
-            line += f',"receivedAt":{_json_text(received_at)}'
+            line += f',"receivedAt":{text(received_at)}'
         lines.append(line + tail)
     return "".join(lines).encode()
 

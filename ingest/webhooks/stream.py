@@ -50,6 +50,7 @@ from ingest.webhooks.idempotency import (
 
 __all__ = [
     "GROUP",
+    "SOURCES_KEY",
     "WAKE_CHANNEL",
     "Accepted",
     "EventStreams",
@@ -62,6 +63,7 @@ __all__ = [
 ]
 
 GROUP = "store"  # the consumer group every worker's drain tasks read through
+SOURCES_KEY = "ingest:wh:sources"  # a set of every source name that has a stream
 WAKE_CHANNEL = "ingest:wh:wake"  # Pub/Sub: a source name, when its stream has new events
 KICK_MS = 5  # at most one wake-up per source in this many milliseconds
 
@@ -276,9 +278,11 @@ class EventStreams:
         self._groups: set[str] = set()
 
     def ensure_group(self, source: str) -> None:
-        """Create the source's stream and consumer group unless this process did already."""
+        """Create the source's stream and consumer group unless this process did already, and
+        name the source in ``SOURCES_KEY`` (the dispatchers' list of streams to poll)."""
         if source in self._groups:
             return
+        self._client.sadd(SOURCES_KEY, source)
         try:
             self._client.xgroup_create(stream_key(source), GROUP, id="0", mkstream=True)
         except redis.exceptions.ResponseError as exc:
