@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import json
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # webhook processes import this module: numpy and pyarrow load on first use
@@ -15,6 +16,7 @@ __all__ = [
     "DIGEST_SIZE",
     "HASH_ALGORITHM",
     "canonical_json",
+    "canonical_text",
     "digests_from_hex_text",
     "sha256_digests",
     "sha256_hex",
@@ -38,9 +40,30 @@ _CANONICAL = json.JSONEncoder(
 )
 
 
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The C encoder behind _CANONICAL, called directly: the same text without the per-call set-up
+# (no circular-reference markers, which parsed JSON cannot need; deep nesting still raises
+# RecursionError, as json.dumps does).
+_canonical_chunks = (
+    c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", True, False, False)
+    if c_make_encoder is not None
+    else None
+)
+
+
+def canonical_text(value: Any) -> str:
+    """``value`` as canonical JSON text (see :func:`canonical_json`), not yet encoded."""
+    if _canonical_chunks is None or type(value) is not dict:
+        return _CANONICAL.encode(value)
+    return "".join(_canonical_chunks(value, 0))
+
+
 def canonical_json(value: Any) -> bytes:
     """Encode ``value`` as canonical JSON: keys sorted, no insignificant white space, UTF-8."""
-    return _CANONICAL.encode(value).encode("utf-8")
+    return canonical_text(value).encode("utf-8")
 
 
 def strip_line_terminator(line: bytes) -> bytes:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from ingest.hashing import canonical_json, sha256_hex
+from ingest.hashing import canonical_text, sha256_hex
 
 __all__ = [
     "BodyError",
@@ -244,13 +244,40 @@ def _as_event(value: Any, where: str) -> ParsedEvent:
     if not isinstance(value, dict):
         raise MalformedBody(f"{where} must be a JSON object, not {_json_type(value)}")
     try:
-        canonical = canonical_json(value)
+        text = canonical_text(value)
+        canonical = text.encode("utf-8")
     except (ValueError, UnicodeEncodeError):
         # Lone surrogates (\ud800) and numbers like 1e400 parse, but have no canonical form.
         raise MalformedBody(
             f"{where} holds a string that is not valid Unicode or a number out of range"
         ) from None
-    return ParsedEvent(value, canonical.decode("utf-8"), sha256_hex(canonical))
+    return ParsedEvent(value, text, sha256_hex(canonical))
+
+
+def _plain_events(lines: list[bytes], max_depth: int) -> list[ParsedEvent] | None:
+    """The events of NDJSON ``lines`` already known to be UTF-8, when every line is a plain,
+    valid, shallow JSON object; else None, and the careful path finds the line at fault.
+
+    It skips what that path does for every line (the decoder's white-space and trailing-data
+    checks, the depth scan, the round trip of the canonical text through bytes): a batch of
+    1,000 events spends most of its web time here.
+    """
+    scan = _DECODER.scan_once  # type: ignore[attr-defined]
+    events = []
+    for line in lines:
+        if line.count(b"{") + line.count(b"[") > max_depth:
+            return None
+        try:
+            text = line.decode("utf-8", "surrogatepass").strip(" \t\r\n")  # JSON white space
+            value, end = scan(text, 0)
+            if end != len(text) or type(value) is not dict:
+                return None
+            canonical = canonical_text(value)
+            digest = sha256_hex(canonical.encode("utf-8"))
+        except (StopIteration, ValueError, UnicodeEncodeError, RecursionError):
+            return None
+        events.append(ParsedEvent(value, canonical, digest))
+    return events
 
 
 def _json_type(value: Any) -> str:
@@ -279,6 +306,9 @@ def parse_batch(body: bytes, kind: MediaKind, max_depth: int, max_events: int) -
         lines = [line for line in body.split(b"\n") if line.strip()]
         _check_count(len(lines), max_events)
         utf8 = _plainly_utf8(body)  # then so is every line: one check instead of one a line
+        plain = _plain_events(lines, max_depth) if utf8 else None
+        if plain is not None:
+            return plain
         return [
             _as_event(_loads(line, max_depth, f"line {n}", utf8), f"line {n}")
             for n, line in enumerate(lines, 1)

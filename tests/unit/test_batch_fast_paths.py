@@ -243,3 +243,31 @@ def test_batch_results_are_the_json_flask_would_write() -> None:
         expected = jsonify(results).get_data(as_text=True)
     assert results_json(keys, hashes, statuses) + "\n" == expected
     assert json.loads(results_json(keys, hashes, statuses)) == results
+
+
+def test_plain_ndjson_parses_as_the_careful_path_does() -> None:
+    from ingest.webhooks.bodies import _as_event, parse_batch
+
+    lines = [json.dumps(event, ensure_ascii=ascii) for event in EVENTS for ascii in (True, False)]
+    lines += [" \t" + json.dumps(EVENTS[0]) + " \r"]
+    body = "\n".join(lines).encode("utf-8", "surrogatepass")
+    careful = [_as_event(json.loads(line), "line") for line in lines]
+    assert parse_batch(body, "ndjson", 32, 1000) == careful
+
+
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        ('{"n": NaN}', "line 2 is not valid JSON"),
+        ('{"n": 1} {"m": 2}', "line 2 is not valid JSON"),
+        ("[1]", "line 2 must be a JSON object"),
+        ('{"n": 1e400}', "line 2 holds a string that is not valid Unicode or a number"),
+        ('{"s": "\\ud800"}', "line 2 holds a string that is not valid Unicode"),
+        ("[" * 40 + "]" * 40, "line 2 is nested deeper than 32 levels"),
+    ],
+)
+def test_a_line_the_plain_path_refuses_is_reported_by_number(line: str, reason: str) -> None:
+    from ingest.webhooks.bodies import MalformedBody, parse_batch
+
+    with pytest.raises(MalformedBody, match=reason):
+        parse_batch(b'{"ok": 1}\n' + line.encode(), "ndjson", 32, 1000)
