@@ -4,7 +4,9 @@
 # FAULT_TIER_KILLS times during one import (20 here unless set; CI's default is 4).
 #   scripts/fault-tier.sh 20                 # the whole tier, 20 times
 #   scripts/fault-tier.sh 5 -k worker_kill   # extra arguments go to pytest
-# Logs of failed runs stay in var/fault-tier/run-K.log. Exit status 0 only if every run passed.
+# Logs of failed runs stay in var/fault-tier/run-K.log, and the processes' own logs (web,
+# worker, Redis) under var/fault-tier/run-K/ (pytest's --basetemp). Exit status 0 only if
+# every run passed.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -19,13 +21,15 @@ mkdir -p "$logs"
 passed=0
 for ((k = 1; k <= runs; k++)); do
   log="$logs/run-$k.log"
+  tmp="$logs/run-$k"
+  rm -rf "$tmp"
   started=$SECONDS
-  if pytest -q -p no:cacheprovider tests/faults "$@" >"$log" 2>&1; then
+  if pytest -q -p no:cacheprovider --basetemp "$tmp" tests/faults "$@" >"$log" 2>&1; then
     passed=$((passed + 1))
     result=passed
-    rm -f "$log"
+    rm -rf "$log" "$tmp"
   else
-    result="FAILED (log: $log)"
+    result="FAILED (log: $log, process logs: $tmp)"
   fi
   echo "run $k/$runs: $result in $((SECONDS - started)) s"
 done
