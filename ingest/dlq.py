@@ -153,6 +153,19 @@ class DeadLetterEntry(_Model):
         encoded = self.payload.get("rawBase64")
         return base64.b64decode(encoded) if isinstance(encoded, str) else None
 
+    def summary(self) -> dict[str, Any]:
+        """The columns of a listing: id, kind, source, reason, attempts, failure times, import."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "source": self.source,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "firstFailedAt": self.first_failed_at,
+            "lastFailedAt": self.last_failed_at,
+            "importId": self.import_id,
+        }
+
 
 def row_entry(
     *,

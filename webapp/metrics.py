@@ -13,7 +13,7 @@ from ingest.metrics_exposition import CONTENT_TYPE, QueueDepthCollector, render,
 from ingest.runtime import Runtime
 from ingest.s3csv.watch_status import WatchCollector
 from ingest.webhooks.stream import waiting_key
-from tasks.app import ALL_QUEUES
+from tasks.names import ALL_QUEUES
 from webapp.context import runtime
 
 __all__ = ["bp"]
