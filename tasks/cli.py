@@ -169,7 +169,7 @@ def import_command(
     }
     actor = f"cli:{getpass.getuser()}@{socket.gethostname()}"
     try:
-        import_id = submit_import(rt.settings, rt.redis, rt.schemas, payload, actor)
+        import_id = submit_import(rt.settings, rt.redis, rt.schema_names, payload, actor)
     except ImportRequestError as exc:
         fail(str(exc), 2)
     except Exception as exc:  # Redis or broker unreachable
