@@ -131,7 +131,7 @@ def test_kill_9_of_redis_under_webhook_load(
     wait_for(lambda: all_stored() or not worker.alive(), 60, 0.2, "stored, or the worker gone")
     if not worker.alive():
         # Kombu can fail to ack or to restore when Redis goes away (kombu #582/#970), and
-        # Celery then stops the worker (tasks/recovery.py makes sure it exits): do what its
+        # Celery then stops the worker (tasks/watchdog.py makes sure it exits): do what its
         # supervisor does.
         exited = f"worker exited (code {worker.stop()}): {unrecoverable(worker)}"
         warnings.warn(exited, stacklevel=1)
