@@ -8,8 +8,10 @@ loaded. In a worker, :func:`app_for` returns the worker's own app.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Iterable
 
 from celery import Celery
 from kombu import Queue
@@ -17,7 +19,7 @@ from kombu import Queue
 from ingest.config import Settings
 from tasks.names import ALL_QUEUES, QUEUE_CONTROL, TASK_ROUTES
 
-__all__ = ["app_for", "celery_config", "create_celery"]
+__all__ = ["app_for", "celery_config", "create_celery", "queue_depths"]
 
 APP_NAME = "intelgraph_ingest"
 
@@ -111,3 +113,25 @@ def app_for(settings: Settings) -> Celery:
         if app is None:
             app = _senders[key] = create_celery(settings)
         return app
+
+
+def queue_depths(settings: Settings, queues: Iterable[str] = ALL_QUEUES) -> dict[str, int]:
+    """Messages waiting in each queue, as the broker reports them (``queue_declare(passive)``).
+
+    The broker's own API, not its storage layout: with Redis, kombu sums the priority lists
+    itself; with another broker the same call works. A queue the broker does not know yet
+    (nothing was ever sent to it) holds no messages.
+    """
+    depths: dict[str, int] = {}
+    with app_for(settings).pool.acquire(block=True, timeout=5) as conn:
+        for queue in queues:
+            channel = conn.channel()
+            try:
+                depths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except conn.channel_errors:  # NOT_FOUND
+                depths[queue] = 0
+            finally:
+                # An AMQP broker closes the channel on NOT_FOUND by itself.
+                with contextlib.suppress(*conn.channel_errors):
+                    channel.close()
+    return depths
