@@ -101,7 +101,7 @@ class TestWrites:
 class TestVerify:
     def run_verify(self, target: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "tasks.cli", "provenance", "verify", target],
+            [sys.executable, "-m", "cli.main", "provenance", "verify", target],
             capture_output=True,
             text=True,
             cwd=ROOT,

@@ -13,9 +13,9 @@ KINDS = click.Choice(["task", "row", "event"])
 
 
 def _cli() -> Any:
-    from tasks import cli
+    from cli import main
 
-    return cli
+    return main
 
 
 def _dlq() -> Any:
