@@ -8,13 +8,14 @@ import json
 import secrets
 import time
 import traceback
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from ingest.hashing import sha256_hex
+from ingest.isotime import iso_utc, utc_now_iso
 
 __all__ = [
     "RETRY_HISTORY_LIMIT",
@@ -32,17 +33,6 @@ EntryKind = Literal["task", "row", "event"]
 RETRY_HISTORY_LIMIT = 10
 RETRY_TRANSFORMATION = "dlq-retry"
 _REASON_MAX = 500
-
-
-def utc_now_iso() -> str:
-    """The current time as ISO-8601 UTC with milliseconds and a ``Z`` suffix."""
-    return _iso(datetime.now(UTC))
-
-
-def _iso(moment: datetime) -> str:
-    if moment.tzinfo is None:  # a naive time here was written as UTC, never as local time
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _new_id() -> str:
@@ -124,9 +114,9 @@ class DeadLetterEntry(_Model):
     @classmethod
     def _utc(cls, value: object) -> object:
         if isinstance(value, datetime):
-            return _iso(value)
+            return iso_utc(value)
         if isinstance(value, str):
-            return _iso(datetime.fromisoformat(value))
+            return iso_utc(datetime.fromisoformat(value))
         return value
 
     def to_json(self) -> str:
