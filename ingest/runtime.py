@@ -43,21 +43,9 @@ class Runtime:
 
     @cached_property
     def s3(self) -> Any:
-        import boto3
-        from botocore.config import Config
+        from ingest.s3client import s3_client
 
-        config = Config(
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
-            max_pool_connections=32,
-        )
-        return boto3.client(
-            "s3",
-            endpoint_url=self.settings.s3_endpoint_url,
-            region_name=self.settings.s3csv.region,
-            config=config,
-        )
+        return s3_client(self.settings.s3_endpoint_url, self.settings.s3csv.region)
 
     @cached_property
     def schemas(self) -> SchemaRegistry:
