@@ -20,8 +20,8 @@ import requests
 from standardwebhooks import Webhook
 
 from ingest.verify import records_at, verify_records
-from tests.processes import ProcessGroup
-from tests.services import ManagedProcess, wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -23,8 +23,8 @@ from tests.faults.test_worker_kill import (
     input_csv,
     wait_finished,
 )
-from tests.processes import ProcessGroup
-from tests.services import ManagedProcess, wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.faults
 

@@ -19,8 +19,8 @@ import pytest
 import requests
 
 from tests.e2e.test_webhooks_e2e import stored_event_ids
-from tests.processes import ProcessGroup
-from tests.services import ManagedProcess, RedisServer, wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import ManagedProcess, RedisServer, wait_for
 
 pytestmark = pytest.mark.faults
 

@@ -20,8 +20,8 @@ import requests
 from ingest.dlq import DeadLetterQueue
 from ingest.verify import records_at
 from ingest.webhooks.stream import stream_key
-from tests.processes import ProcessGroup
-from tests.services import wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import wait_for
 
 pytestmark = pytest.mark.faults
 EVENTS = 20

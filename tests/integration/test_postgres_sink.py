@@ -22,7 +22,7 @@ from ingest.provenance import ProvenanceBuilder
 from ingest.sinks import SinkError, open_sink
 from ingest.sinks.postgres import PostgresSink
 from ingest.verify import records_at, verify_records
-from tests.pg_fixtures import with_table
+from tests.support.pg_fixtures import with_table
 
 pytestmark = pytest.mark.integration
 

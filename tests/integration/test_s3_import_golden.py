@@ -13,8 +13,8 @@ from ingest.config import load_settings
 from ingest.dlq import DeadLetterQueue
 from ingest.sinks import FileSink
 from ingest.verify import records_at, verify_records
-from tests.processes import ProcessGroup
-from tests.services import wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import wait_for
 from webapp import create_app
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from tests.integration.test_s3_import_golden import (
     run_import,
     upload_fixtures,
 )
-from tests.processes import ProcessGroup
+from tests.support.processes import ProcessGroup
 
 pytestmark = pytest.mark.integration
 

@@ -254,7 +254,7 @@ class TestMetricsDir:
 
 class TestDashboard:
     def test_every_metric_the_dashboard_uses_exists(self) -> None:
-        root = Path(__file__).resolve().parents[2]
+        root = Path(__file__).resolve().parents[3]
         dashboard = json.loads((root / "docs" / "grafana-dashboard.json").read_text())
         exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
         used = {m for e in exprs for m in re.findall(r"\bingest_[a-z_]+", e)}

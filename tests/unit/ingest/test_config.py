@@ -12,7 +12,7 @@ import pytest
 from ingest.config import ConfigError, env_overrides, load_settings
 from ingest.masking import masked_settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SEED = ROOT / "config" / "seed-example.json"
 
 
