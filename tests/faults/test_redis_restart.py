@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.test_webhooks_e2e import stored_event_ids
 from tests.support.processes import ProcessGroup
 from tests.support.services import ManagedProcess, RedisServer, wait_for
+from tests.support.webhook_stack import stored_event_ids
 
 pytestmark = pytest.mark.faults
 

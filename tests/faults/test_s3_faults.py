@@ -11,7 +11,7 @@ import pytest
 from ingest.sinks import FileSink
 from tests.faults.s3_fault_proxy import FaultProxy, Mode, Seen
 from tests.faults.test_worker_kill import import_state
-from tests.integration.test_s3_import_golden import EXPECTED, FIXTURES
+from tests.support.golden import EXPECTED, FIXTURES
 from tests.support.processes import ProcessGroup
 from tests.support.services import ManagedProcess, wait_for
 

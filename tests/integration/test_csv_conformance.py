@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ingest.sinks import FileSink
-from tests.integration.test_s3_import_golden import run_import
+from tests.support.golden import run_import
 from tests.support.processes import ProcessGroup
 
 pytestmark = pytest.mark.integration

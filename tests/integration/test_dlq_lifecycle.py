@@ -13,7 +13,7 @@ import pytest
 
 from devstack import ROOT
 from ingest.sinks import FileSink
-from tests.integration.test_s3_import_golden import FIXTURES, run_import
+from tests.support.golden import FIXTURES, run_import
 from tests.support.processes import ProcessGroup
 
 pytestmark = pytest.mark.integration

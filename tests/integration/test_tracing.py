@@ -26,7 +26,7 @@ from tasks.dispatch import Dispatcher
 from tasks.factory import create_celery
 from tasks.names import ALL_QUEUES
 from tasks.observability import instrument_celery
-from tests.integration.test_s3_import_golden import FIXTURES
+from tests.support.golden import FIXTURES
 from tests.support.services import wait_for
 from webapp import create_app
 
