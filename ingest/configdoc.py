@@ -21,7 +21,7 @@ __all__ = ["generated_docs", "main"]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 HEADER = """# Configuration reference
 
-Generated from `ingest/config.py` by `python -m ingest.configdoc`; do not edit by hand.
+Generated from `ingest/config/` by `python -m ingest.configdoc`; do not edit by hand.
 
 Settings load in this order, later winning: built-in defaults, then the JSON file named by
 `INGEST_CONFIG`, then environment variables. JSON keys are camelCase. A top-level key `fooBar`

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 
 __all__ = ["PermanentError", "RetryableError", "is_retryable"]
 
@@ -37,9 +38,9 @@ def is_retryable(exc: BaseException) -> bool:
         return False
     if isinstance(exc, RetryableError | ConnectionError | TimeoutError | socket.timeout):
         return True
-    from ingest.sinks.base import SinkError
-
-    if isinstance(exc, SinkError):
+    # Not loaded means no sink raised it (and the web process need not load the sinks).
+    sinks = sys.modules.get("ingest.sinks.base")
+    if sinks is not None and isinstance(exc, sinks.SinkError):
         return True
     try:
         import redis

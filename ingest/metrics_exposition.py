@@ -6,18 +6,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import redis
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from ingest.metrics_dir import active_metrics_dir
-from ingest.webhooks.backpressure import kombu_queue_lists
 
 __all__ = [
     "CONTENT_TYPE",
@@ -61,23 +59,24 @@ def render(registry: CollectorRegistry) -> bytes:
 
 
 class QueueDepthCollector(Collector):
-    """Broker queue lengths (``LLEN``) and the DLQ depth, read from Redis when scraped.
+    """Broker queue depths and the DLQ depth, read when scraped.
 
-    Readings are kept ``max_age`` seconds, so scrapes of several Prometheus servers, or of
-    every gunicorn worker, cost one round trip per interval. A Redis outage yields
+    ``queue_depths`` asks the broker (the web passes one that uses the broker's own API,
+    ``queue_declare(passive=True)``, see ``tasks.factory.queue_depths``). Readings are kept
+    ``max_age`` seconds, so scrapes of several Prometheus servers, or of every gunicorn worker,
+    cost one reading per interval. A failed reading (Redis or the broker down) yields
     ``ingest_queue_stats_up 0`` instead of failing the whole scrape.
     """
 
     def __init__(
         self,
-        client: Callable[[], redis.Redis],
-        queues: Sequence[str],
+        queue_depths: Callable[[], Mapping[str, int]],
         dlq_depth: Callable[[], int],
         max_age: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         webhook_backlog: Callable[[], int] | None = None,
     ) -> None:
-        self._client, self._queues, self._dlq_depth = client, tuple(queues), dlq_depth
+        self._queue_depths, self._dlq_depth = queue_depths, dlq_depth
         self._webhook_backlog = webhook_backlog
         self._max_age, self._clock = max_age, clock
         self._lock = threading.Lock()
@@ -85,12 +84,7 @@ class QueueDepthCollector(Collector):
         self._waiting: int | None = None
 
     def _read(self) -> tuple[dict[str, int], int]:
-        pipe = self._client().pipeline(transaction=False)
-        for queue in self._queues:
-            for name in kombu_queue_lists(queue):
-                pipe.llen(name)
-        lengths = iter(int(n) for n in pipe.execute())
-        per_queue = {q: sum(next(lengths) for _ in kombu_queue_lists(q)) for q in self._queues}
+        per_queue = dict(self._queue_depths())
         if self._webhook_backlog is not None:
             self._waiting = self._webhook_backlog()
         return per_queue, self._dlq_depth()
@@ -110,7 +104,7 @@ class QueueDepthCollector(Collector):
         )
         try:
             per_queue, dlq = self.readings()
-        except (redis.RedisError, OSError) as exc:
+        except Exception as exc:  # Redis or the broker down: the rest of the scrape still works
             log.warning("reading queue depths for /metrics failed: %s", exc)
             up.add_metric([], 0)
             yield up

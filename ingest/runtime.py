@@ -1,7 +1,9 @@
 """Per-process handles on the outside world (Redis, S3, sink), built once from the settings.
 
 Handles are created lazily so that a prefork worker's children each open their own sockets
-after the fork instead of sharing the parent's.
+after the fork instead of sharing the parent's, and their modules load on first use: the web
+process, which never validates a row nor writes to the sink, loads no pandas, pyarrow or
+pandera.
 """
 
 from __future__ import annotations
@@ -9,16 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from ingest.config import Settings, load_settings
-from ingest.dedup import DedupIndex
-from ingest.dlq import DeadLetterQueue
-from ingest.schemas import SchemaRegistry
-from ingest.sinks import Sink, open_sink
-from ingest.sinks.traced import traced_sink
+
+if TYPE_CHECKING:
+    from ingest.dedup import DedupIndex
+    from ingest.dlq import DeadLetterQueue
+    from ingest.schemas import SchemaNames, SchemaRegistry
+    from ingest.sinks import Sink
 
 __all__ = ["Runtime", "get_runtime", "reset_runtime"]
 
@@ -40,32 +43,33 @@ class Runtime:
 
     @cached_property
     def s3(self) -> Any:
-        import boto3
-        from botocore.config import Config
+        from ingest.s3client import s3_client
 
-        config = Config(
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
-            max_pool_connections=32,
-        )
-        return boto3.client(
-            "s3",
-            endpoint_url=self.settings.s3_endpoint_url,
-            region_name=self.settings.s3csv.region,
-            config=config,
-        )
+        return s3_client(self.settings.s3_endpoint_url, self.settings.s3csv.region)
 
     @cached_property
     def schemas(self) -> SchemaRegistry:
+        from ingest.schemas import SchemaRegistry
+
         return SchemaRegistry.load(self.settings.schemas_dir)
 
     @cached_property
+    def schema_names(self) -> SchemaNames:
+        """The schema names alone (what an import request is checked against), without pandera."""
+        from ingest.schemas.names import SchemaNames
+
+        return SchemaNames.load(self.settings.schemas_dir)
+
+    @cached_property
     def dedup(self) -> DedupIndex:
+        from ingest.dedup import DedupIndex
+
         return DedupIndex(self.redis, ttl_seconds=self.settings.s3csv.deduplication.ttl)
 
     @cached_property
     def dlq(self) -> DeadLetterQueue:
+        from ingest.dlq import DeadLetterQueue
+
         return DeadLetterQueue(
             self.redis,
             max_entries=self.settings.dlq.max_entries,
@@ -75,6 +79,9 @@ class Runtime:
 
     @cached_property
     def sink(self) -> Sink:
+        from ingest.sinks import open_sink
+        from ingest.sinks.traced import traced_sink
+
         uri = self.settings.sink_uri
         # Writes are traced (ingest.sink.write spans) whatever the sink is.
         return traced_sink(open_sink(uri, s3_client=self.s3 if uri.startswith("s3://") else None))

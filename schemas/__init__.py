@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pandera.api.pandas.container import DataFrameSchema
-from pandera.api.pandas.model import DataFrameModel
+if TYPE_CHECKING:  # pandera loads with the first schema: reading this package's files is free
+    from pandera.api.pandas.container import DataFrameSchema
 
 __all__ = ["SCHEMAS", "python_schemas"]
 
@@ -52,6 +52,9 @@ def python_schemas() -> dict[str, DataFrameSchema]:
 
 
 def _collect(found: dict[str, tuple[DataFrameSchema, str]], offered: Any, origin: str) -> None:
+    from pandera.api.pandas.container import DataFrameSchema
+    from pandera.api.pandas.model import DataFrameModel
+
     if not isinstance(offered, dict):
         raise ValueError(f"{origin}: SCHEMAS must be a dict of name to DataFrameSchema")
     for name, schema in offered.items():

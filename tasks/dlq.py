@@ -7,19 +7,18 @@ its ``attempts``. Records stored by a replay carry ``parentId`` = the entry's id
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from celery import shared_task
 from celery.app.task import Task
 
-from ingest.dlq import DeadLetterEntry, EntryKind, FailureDetail
+from ingest.dlq import DeadLetterEntry, FailureDetail
 from ingest.runtime import Runtime
 from ingest.s3csv.imports import ImportStore
-from tasks.app import QUEUE_DLQ
 from tasks.base import IngestTask, runtime
-from tasks.sender import sender_for
+from tasks.dlq_replay import retry_entries
+from tasks.names import RETRY_DLQ_ENTRY
 
 __all__ = ["REPLAYERS", "retry_entries", "retry_entry"]
 
@@ -89,7 +88,7 @@ def _replayer_for(entry: DeadLetterEntry) -> Replayer:
     return fn
 
 
-@shared_task(bind=True, base=IngestTask, name="ingest.dlq.retry_entry", acks_late=True)
+@shared_task(bind=True, base=IngestTask, name=RETRY_DLQ_ENTRY, acks_late=True)
 def retry_entry(self: Task, entry_id: str) -> dict[str, Any]:
     """Replay one entry; remove it on success, count the failure otherwise."""
     rt = runtime()
@@ -103,61 +102,3 @@ def retry_entry(self: Task, entry_id: str) -> dict[str, Any]:
         return {"id": entry_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     rt.dlq.remove(entry_id)
     return {"id": entry_id, "status": "succeeded"}
-
-
-def _select(
-    rt: Runtime, ids: list[str] | None, kind: str | None, source: str | None, import_id: str | None
-) -> list[str]:
-    if ids:
-        missing = [i for i in ids if rt.dlq.get(i) is None]
-        if missing:
-            raise LookupError(f"not in the DLQ: {', '.join(missing)}")
-        return ids
-    return [
-        e.id
-        for e in rt.dlq.iter_entries(
-            kind=cast(EntryKind | None, kind),
-            source=source,
-            import_id=import_id,
-        )
-    ]
-
-
-def retry_entries(
-    rt: Runtime,
-    ids: list[str] | None = None,
-    kind: str | None = None,
-    source: str | None = None,
-    import_id: str | None = None,
-    wait: bool = True,
-    timeout: float = 300,
-) -> dict[str, Any]:
-    """Send entries to the DLQ queue for replay; with ``wait``, report how each ended."""
-    sender = sender_for(rt.settings)
-    results, skipped = [], 0
-    for entry_id in _select(rt, ids, kind, source, import_id):
-        if not rt.dlq.claim_for_retry(entry_id, lease_seconds=max(60, int(timeout))):
-            skipped += 1
-            continue
-        results.append(sender.send_task("ingest.dlq.retry_entry", args=[entry_id], queue=QUEUE_DLQ))
-    outcomes: list[dict[str, Any]] = []
-    report: dict[str, Any] = {
-        "submitted": len(results),
-        "skipped": skipped,
-        "succeeded": 0,
-        "failed": 0,
-        "pending": len(results) if wait else 0,
-        "results": outcomes,
-    }
-    if wait:
-        deadline = time.monotonic() + timeout
-        for result in results:
-            try:
-                outcome = result.get(timeout=max(0.1, deadline - time.monotonic()))
-            except Exception:  # timed out or the worker failed: still pending
-                continue
-            report["pending"] -= 1
-            report["succeeded" if outcome["status"] in ("succeeded", "gone") else "failed"] += 1
-            outcomes.append(outcome)
-    report["depth"] = rt.dlq.depth()
-    return report

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from tasks.names import PING
+
 __all__ = ["ping"]
 
 
-@shared_task(name="ingest.control.ping", ignore_result=False)
+@shared_task(name=PING, ignore_result=False)
 def ping() -> str:
     """Answer ``pong``."""
     return "pong"

@@ -19,8 +19,8 @@ from celery.signals import worker_ready
 from ingest.config import Settings
 from ingest.s3csv.imports import ImportStore
 from ingest.s3csv.sweeper import LedgerSweeper
-from tasks.app import QUEUE_CONTROL, QUEUE_RANGES
 from tasks.base import runtime
+from tasks.names import QUEUE_CONTROL, QUEUE_RANGES
 
 __all__ = ["build_sweeper", "sweep_interval"]
 

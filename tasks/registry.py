@@ -7,8 +7,8 @@ from tasks import (  # noqa: F401
     dlq,
     health,
     ledger,
-    recovery,
     s3,
+    watchdog,
     watches,
     webhooks,
 )

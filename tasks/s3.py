@@ -28,8 +28,8 @@ from ingest.s3csv.pipeline import RangeProcessor, RangeSpec
 from ingest.s3csv.planning import plan_import
 from ingest.s3csv.sweeper import stall_entry_id
 from ingest.s3csv.watches import watched_objects
-from tasks.app import QUEUE_CONTROL, QUEUE_RANGES
 from tasks.base import IngestTask, runtime
+from tasks.names import QUEUE_CONTROL, QUEUE_RANGES
 
 __all__ = ["close_chunk", "process_range", "scan_import"]
 

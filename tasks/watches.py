@@ -20,8 +20,8 @@ from ingest.s3csv.imports import ImportStore
 from ingest.s3csv.notifications import parse_notification
 from ingest.s3csv.watch_poller import start_pollers
 from ingest.s3csv.watches import NOTIFICATION_TASK, QueueMessage, WatchIntake
-from tasks.app import QUEUE_CONTROL
-from tasks.sender import sender_for
+from tasks.factory import app_for
+from tasks.names import QUEUE_CONTROL, S3_SCAN
 
 __all__ = ["dispatcher", "replay_notification"]
 
@@ -31,12 +31,10 @@ _stop = threading.Event()
 
 def dispatcher(settings: Settings) -> Any:
     """Queue an import's scan task: the same path as ``POST /admin/imports`` from there on."""
-    sender = sender_for(settings)
+    sender = app_for(settings)
 
     def dispatch(import_id: str) -> None:
-        sender.send_task(
-            "ingest.s3.scan", args=[import_id], queue=QUEUE_CONTROL, ignore_result=True
-        )
+        sender.send_task(S3_SCAN, args=[import_id], queue=QUEUE_CONTROL, ignore_result=True)
 
     return dispatch
 

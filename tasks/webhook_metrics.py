@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingest import metrics
+from tasks.names import WEBHOOK_STORE_BATCH
 
 __all__ = ["BATCH_TASK", "observe_published_batch", "observe_stored_batch"]
 
-BATCH_TASK = "ingest.webhooks.store_batch"
+BATCH_TASK = WEBHOOK_STORE_BATCH
 
 
 def _payload(args: Any) -> Mapping[str, Any] | None:

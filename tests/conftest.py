@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ProcessGroup
-from tests.services import MotoServer, RedisServer, local_s3_client
+from tests.support.processes import ProcessGroup
+from tests.support.services import MotoServer, RedisServer, local_s3_client
 
-pytest_plugins = ["tests.pg_fixtures"]
+pytest_plugins = ["tests.support.pg_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,7 @@ def create_import() -> tuple[Response, int]:
     actor = request.headers.get("X-Ingest-Actor", "admin-api")[:128]
     rt = runtime()
     try:
-        import_id = submit_import(rt.settings, rt.redis, rt.schemas, _json_body(), actor)
+        import_id = submit_import(rt.settings, rt.redis, rt.schema_names, _json_body(), actor)
     except ImportRequestError as exc:
         raise ApiError(exc.status, str(exc)) from exc
     return jsonify({"importId": import_id, "status": "queued"}), 202
@@ -136,8 +136,6 @@ def show_import(import_id: str) -> Response:
 @bp.get("/dlq")
 def list_dlq() -> Response:
     """DLQ entries as ``ingest dlq list --json`` shows them; ``?id=`` shows one in full."""
-    from tasks.cli_dlq import entry_summary
-
     dlq = runtime().dlq
     entry_id = request.args.get("id")
     if entry_id:
@@ -158,13 +156,13 @@ def list_dlq() -> Response:
         source=request.args.get("source"),
         import_id=request.args.get("importId"),
     )
-    return jsonify({"depth": dlq.depth(), "entries": [entry_summary(e) for e in entries]})
+    return jsonify({"depth": dlq.depth(), "entries": [e.summary() for e in entries]})
 
 
 @bp.post("/dlq/retry")
 def retry_dlq() -> tuple[Response, int]:
     """Replay entries: ``{"ids": [...]}`` or ``{"all": true, "kind"?, "source"?, "importId"?}``."""
-    from tasks.dlq import retry_entries
+    from tasks.dlq_replay import retry_entries
 
     body = _json_body()
     ids = body.get("ids")

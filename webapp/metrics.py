@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import cast
 
-import redis
 from flask import Blueprint, Response, current_app
 from prometheus_client import CollectorRegistry
 
@@ -13,7 +12,8 @@ from ingest.metrics_exposition import CONTENT_TYPE, QueueDepthCollector, render,
 from ingest.runtime import Runtime
 from ingest.s3csv.watch_status import WatchCollector
 from ingest.webhooks.stream import waiting_key
-from tasks.app import ALL_QUEUES
+from tasks.factory import queue_depths
+from tasks.names import ALL_QUEUES
 from webapp.context import runtime
 
 __all__ = ["bp"]
@@ -24,17 +24,8 @@ QUEUE_STATS_MAX_AGE = 5.0
 
 
 def _queue_collector(rt: Runtime) -> QueueDepthCollector:
-    broker = rt.settings.effective_broker_url
-    queues: tuple[str, ...] = ALL_QUEUES
-    client = rt.redis
-    if broker != rt.settings.redis_url:
-        if broker.startswith(("redis://", "rediss://", "unix://")):
-            client = redis.Redis.from_url(broker, socket_timeout=5, socket_connect_timeout=2)
-        else:
-            queues = ()  # a broker that is not Redis: its own monitoring shows its queues
     return QueueDepthCollector(
-        lambda: client,
-        queues,
+        lambda: queue_depths(rt.settings, ALL_QUEUES),
         lambda: rt.dlq.depth(),
         max_age=QUEUE_STATS_MAX_AGE,
         webhook_backlog=lambda: _webhook_backlog(rt),

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
-import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import zstandard
-from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -27,6 +23,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from ingest.s3client import s3_client
 from ingest.s3csv.ranges import CsvFormatError
 
 __all__ = [
@@ -56,15 +53,6 @@ _BODY_ERRORS = (
     IncompleteReadError,
     ConnectionClosedError,
 )
-_CLIENT_CONFIG = Config(
-    retries={"max_attempts": 5, "mode": "standard"},
-    connect_timeout=5,
-    read_timeout=60,
-    max_pool_connections=32,
-    tcp_keepalive=True,
-)
-_clients: dict[tuple[int, str | None, str | None], S3Client] = {}
-_clients_lock = threading.Lock()
 
 
 class ObjectChangedError(RuntimeError):
@@ -78,24 +66,6 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
-
-
-def s3_client(endpoint_url: str | None, region: str | None = None) -> S3Client:
-    """Return the process's S3 client for this endpoint and region (credentials: boto3's chain).
-
-    Clients are thread-safe and cached; the process id is part of the key because a
-    client's connection pool must not be shared across a fork (Celery's prefork pool).
-    """
-    key = (os.getpid(), endpoint_url, region)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            # A Session is not thread-safe, so each client is made from its own, under the lock.
-            client = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint_url, region_name=region, config=_CLIENT_CONFIG
-            )
-            _clients[key] = client
-        return client
 
 
 def list_objects(

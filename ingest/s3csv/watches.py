@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -27,7 +27,9 @@ from ingest.dlq import DeadLetterQueue, task_entry
 from ingest.provenance import iso_now
 from ingest.s3csv.imports import ImportRequest, ImportStore
 from ingest.s3csv.notifications import CreatedObject, Notification, parse_notification
-from ingest.s3csv.reader import ObjectInfo
+
+if TYPE_CHECKING:  # the reader loads numpy: the web reads watch counters without it
+    from ingest.s3csv.reader import ObjectInfo
 
 __all__ = [
     "NOTIFICATION_TASK",
@@ -110,6 +112,8 @@ def watched_objects(store: ImportStore, import_id: str, s3: Any = None) -> list[
     objects = store.watched_objects(import_id)
     if objects is None:
         return None
+    from ingest.s3csv.reader import ObjectInfo
+
     found = [ObjectInfo(key=o["key"], size=int(o["size"]), etag=o["etag"]) for o in objects]
     if s3 is None:
         return found
@@ -119,6 +123,8 @@ def watched_objects(store: ImportStore, import_id: str, s3: Any = None) -> list[
 
 def _checked_size(s3: Any, bucket: str, obj: ObjectInfo) -> ObjectInfo:
     from botocore.exceptions import ClientError
+
+    from ingest.s3csv.reader import ObjectInfo
 
     try:
         head = s3.head_object(Bucket=bucket, Key=obj.key, IfMatch=f'"{obj.etag}"')

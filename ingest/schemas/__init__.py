@@ -35,15 +35,21 @@ alone: note that uniqueness and table-wide checks only see one validated table (
 
 from __future__ import annotations
 
-from ingest.schemas.model import CsvSchema
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ingest.schemas.names import SchemaNames
 from ingest.schemas.options import (
     DEFAULT_UNKNOWN_COLUMNS,
     IngestOptions,
     SchemaLoadError,
     UnknownColumns,
 )
-from ingest.schemas.registry import SchemaRegistry, UnknownSchemaError, load_schema_file
-from ingest.schemas.result import RowRejection, ValidationResult
+
+if TYPE_CHECKING:
+    from ingest.schemas.model import CsvSchema
+    from ingest.schemas.registry import SchemaRegistry, UnknownSchemaError, load_schema_file
+    from ingest.schemas.result import RowRejection, ValidationResult
 
 __all__ = [
     "DEFAULT_UNKNOWN_COLUMNS",
@@ -51,9 +57,28 @@ __all__ = [
     "IngestOptions",
     "RowRejection",
     "SchemaLoadError",
+    "SchemaNames",
     "SchemaRegistry",
     "UnknownColumns",
     "UnknownSchemaError",
     "ValidationResult",
     "load_schema_file",
 ]
+
+# Loaded on first use: they need pandera, pandas and pyarrow, which a process that only knows
+# schema names (the web) never loads.
+_LAZY = {
+    "CsvSchema": "ingest.schemas.model",
+    "SchemaRegistry": "ingest.schemas.registry",
+    "UnknownSchemaError": "ingest.schemas.registry",
+    "load_schema_file": "ingest.schemas.registry",
+    "RowRejection": "ingest.schemas.result",
+    "ValidationResult": "ingest.schemas.result",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

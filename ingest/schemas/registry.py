@@ -4,28 +4,25 @@ optional extra directory, and ``DataFrameSchema`` objects exposed by the ``schem
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pandera.api.checks import Check
 from pandera.api.pandas.container import DataFrameSchema
 from pandera.io.pandas_io import deserialize_schema
 
 from ingest.schemas.model import CsvSchema
+from ingest.schemas.names import BUNDLED_PACKAGE, SCHEMA_SUFFIXES, read_document, schema_files
 from ingest.schemas.options import SchemaLoadError
 
 __all__ = ["SCHEMA_SUFFIXES", "SchemaRegistry", "UnknownSchemaError", "load_schema_file"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_SUFFIXES = (".yaml", ".yml", ".json")
-BUNDLED_PACKAGE = "schemas"
 # pandera's reader ignores keys it does not know, so a misspelt option or check would vanish.
 SCHEMA_KEYS = frozenset(
     {
@@ -78,7 +75,7 @@ class UnknownSchemaError(LookupError):
 def load_schema_file(path: Path | Traversable) -> CsvSchema:
     """Load one pandera YAML or JSON schema file; its name is the file's stem."""
     name = Path(path.name).stem
-    document = _read_document(path)
+    document = read_document(path)
     if document is None:
         raise SchemaLoadError(f"{path}: a JSON Schema document, not a pandera schema")
     return _from_document(name, document, str(path))
@@ -155,45 +152,18 @@ def _python_schemas() -> dict[str, CsvSchema]:
 
 def _directory(directory: Path | Traversable) -> dict[str, CsvSchema]:
     schemas: dict[str, CsvSchema] = {}
-    for path in _schema_files(directory.iterdir()):
+    for path in schema_files(directory.iterdir()):
         name = Path(path.name).stem
         if name in schemas:
             raise SchemaLoadError(
                 f"{path}: schema {name!r} is also defined by {schemas[name].source}"
             )
-        document = _read_document(path)
+        document = read_document(path)
         if document is None:
             log.debug("skipping %s: a JSON Schema document, not a pandera schema", path)
             continue
         schemas[name] = _from_document(name, document, str(path))
     return schemas
-
-
-def _schema_files(entries: Iterable[Traversable]) -> list[Traversable]:
-    files = [
-        entry
-        for entry in entries
-        if entry.is_file()
-        and entry.name.endswith(SCHEMA_SUFFIXES)
-        and not entry.name.startswith(".")
-    ]
-    return sorted(files, key=lambda entry: entry.name)
-
-
-def _read_document(path: Path | Traversable) -> dict[str, Any] | None:
-    """The parsed file; None for a JSON Schema (webhook event schemas may share the directory)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        document = json.loads(text) if path.name.endswith(".json") else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        raise SchemaLoadError(f"{path}: cannot read the schema: {exc}") from exc
-    if not isinstance(document, dict):
-        raise SchemaLoadError(
-            f"{path}: a schema must be a mapping, found {type(document).__name__}"
-        )
-    if "$schema" in document or ("properties" in document and "columns" not in document):
-        return None
-    return document
 
 
 def _from_document(name: str, document: dict[str, Any], source: str) -> CsvSchema:

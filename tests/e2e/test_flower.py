@@ -8,8 +8,8 @@ import pytest
 import requests
 from celery import Celery
 
-from tests.processes import ProcessGroup
-from tests.services import free_port, wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 

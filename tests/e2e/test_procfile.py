@@ -6,7 +6,7 @@ import pytest
 import requests
 from celery import Celery
 
-from tests.processes import ProcessGroup
+from tests.support.processes import ProcessGroup
 
 pytestmark = pytest.mark.e2e
 

@@ -20,9 +20,9 @@ from twilio.request_validator import RequestValidator
 
 from ingest.hashing import canonical_json, sha256_hex
 from ingest.verify import records_at, verify_records
-from tests.e2e.test_webhooks_e2e import start_stack
-from tests.processes import ProcessGroup
-from tests.services import wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import wait_for
+from tests.support.webhook_stack import start_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -20,8 +20,9 @@ import requests
 from standardwebhooks import Webhook
 
 from ingest.verify import records_at, verify_records
-from tests.processes import ProcessGroup
-from tests.services import ManagedProcess, wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import wait_for
+from tests.support.webhook_stack import start_stack, stored_event_ids
 
 pytestmark = pytest.mark.e2e
 
@@ -67,19 +68,6 @@ def post_event(session: requests.Session, base: str, n: int, tag: str) -> tuple[
     except requests.RequestException:
         return msg_id, 0
     return msg_id, answer.status_code
-
-
-def start_stack(procs: ProcessGroup, env: dict[str, str]) -> tuple[ManagedProcess, str]:
-    """Start `worker` and `web` side by side (each waits for itself to answer); web and URL."""
-    with ThreadPoolExecutor(2) as pool:
-        worker = pool.submit(procs.start_worker, env)
-        web = pool.submit(procs.start_web, env)
-        worker.result()
-        return web.result()
-
-
-def stored_event_ids(sink_dir: Path) -> Counter[str]:
-    return Counter(r.record["provenance"]["eventId"] for r in records_at(str(sink_dir)))
 
 
 def test_concurrent_signed_events_are_stored_once_each(

@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.test_webhooks_e2e import start_stack, stored_event_ids
 from tests.faults.test_worker_kill import (
     assert_every_row_once,
     import_state,
     input_csv,
     wait_finished,
 )
-from tests.processes import ProcessGroup
-from tests.services import ManagedProcess, wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import ManagedProcess, wait_for
+from tests.support.webhook_stack import start_stack, stored_event_ids
 
 pytestmark = pytest.mark.faults
 

@@ -26,8 +26,8 @@ from tests.faults.test_worker_kill import (
     submit,
     wait_finished,
 )
-from tests.processes import ProcessGroup
-from tests.services import RedisServer, wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import RedisServer, wait_for
 
 pytestmark = pytest.mark.faults
 

@@ -20,9 +20,9 @@ import pytest
 import requests
 
 from ingest.hashing import canonical_json, sha256_hex
-from tests.e2e.test_webhooks_e2e import stored_event_ids
-from tests.processes import ProcessGroup
-from tests.services import ManagedProcess, RedisServer, wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import ManagedProcess, RedisServer, wait_for
+from tests.support.webhook_stack import stored_event_ids
 
 pytestmark = pytest.mark.faults
 
@@ -176,7 +176,7 @@ def test_kill_9_of_redis_under_webhook_load(
     wait_for(lambda: all_stored() or not worker.alive(), 60, 0.2, "stored, or the worker gone")
     if not worker.alive():
         # Kombu can fail to ack or to restore when Redis goes away (kombu #582/#970), and
-        # Celery then stops the worker (tasks/recovery.py makes sure it exits): do what its
+        # Celery then stops the worker (tasks/watchdog.py makes sure it exits): do what its
         # supervisor does.
         exited = f"worker exited (code {worker.stop()}): {unrecoverable(worker)}"
         warnings.warn(exited, stacklevel=1)

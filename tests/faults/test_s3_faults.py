@@ -11,9 +11,9 @@ import pytest
 from ingest.sinks import FileSink
 from tests.faults.s3_fault_proxy import FaultProxy, Mode, Seen
 from tests.faults.test_worker_kill import import_state
-from tests.integration.test_s3_import_golden import EXPECTED, FIXTURES
-from tests.processes import ProcessGroup
-from tests.services import ManagedProcess, wait_for
+from tests.support.golden import EXPECTED, FIXTURES
+from tests.support.processes import ProcessGroup
+from tests.support.services import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.faults
 

@@ -20,8 +20,8 @@ import requests
 from ingest.dlq import DeadLetterQueue
 from ingest.verify import records_at
 from ingest.webhooks.stream import stream_key
-from tests.processes import ProcessGroup
-from tests.services import wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import wait_for
 
 pytestmark = pytest.mark.faults
 EVENTS = 20
@@ -79,7 +79,7 @@ def test_web_stays_ready_through_a_sink_outage_and_nothing_is_lost(
     assert sink_up_gauge(base) == "1.0"
 
     retried = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "dlq", "retry", "--all"],
+        [sys.executable, "-m", "cli.main", "dlq", "retry", "--all"],
         env=env,
         capture_output=True,
         text=True,

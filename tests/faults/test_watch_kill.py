@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from tests.faults.test_worker_kill import assert_every_row_once, input_csv, wait_finished
-from tests.processes import ProcessGroup
-from tests.services import wait_for
-from tests.watch_support import WatchedPrefix
+from tests.support.processes import ProcessGroup
+from tests.support.services import wait_for
+from tests.support.watch_support import WatchedPrefix
 
 pytestmark = pytest.mark.faults
 

@@ -15,8 +15,8 @@ import pytest
 
 from devstack import ROOT
 from ingest.sinks import FileSink
-from tests.processes import ProcessGroup
-from tests.services import wait_for
+from tests.support.processes import ProcessGroup
+from tests.support.services import wait_for
 
 pytestmark = pytest.mark.faults
 # Kills per import: a few in CI; scripts/fault-tier.sh can ask for more (FAULT_TIER_KILLS=20).

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from ingest.sinks import FileSink
-from tests.integration.test_s3_import_golden import run_import
-from tests.processes import ProcessGroup
+from tests.support.golden import run_import
+from tests.support.processes import ProcessGroup
 
 pytestmark = pytest.mark.integration
 

@@ -13,15 +13,15 @@ import pytest
 
 from devstack import ROOT
 from ingest.sinks import FileSink
-from tests.integration.test_s3_import_golden import FIXTURES, run_import
-from tests.processes import ProcessGroup
+from tests.support.golden import FIXTURES, run_import
+from tests.support.processes import ProcessGroup
 
 pytestmark = pytest.mark.integration
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tasks.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -139,7 +139,7 @@ def test_failed_scan_ends_the_import_failed_and_replays(
     )
     assert cli(fast_retries, "dlq", "retry", "--all").returncode == 0
     done = cli(fast_retries, "imports", "show", state["importId"], "--json")
-    from tests.services import wait_for
+    from tests.support.services import wait_for
 
     def succeeded() -> bool:
         shown = json.loads(cli(fast_retries, "imports", "show", state["importId"], "--json").stdout)
@@ -180,7 +180,7 @@ def test_a_full_dlq_keeps_the_range_retrying_instead_of_losing_it(
     from ingest.config import load_settings
     from ingest.runtime import Runtime
     from tasks.imports import submit_import
-    from tests.services import wait_for
+    from tests.support.services import wait_for
 
     rt = Runtime(load_settings(env))
     import_id = submit_import(

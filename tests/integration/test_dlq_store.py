@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from ingest.dlq import AddResult, DeadLetterEntry, DeadLetterQueue, DeadLetterQueueFull
-from tests.services import RedisServer, wait_for
+from tests.support.services import RedisServer, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from ingest.webhooks.idempotency import (
     IdempotencyStore,
     idempotency_key,
 )
-from tests.services import wait_for
+from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
 

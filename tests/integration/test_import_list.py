@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from cli.main import main as cli
 from ingest.config import load_settings
 from ingest.s3csv.imports import ImportRequest, ImportStore
-from tasks.cli import main as cli
 from webapp import create_app
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ import requests
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_s3_import_golden import FIXTURES, run_import
-from tests.processes import ProcessGroup
-from tests.services import free_port, wait_for
+from tests.support.golden import FIXTURES, run_import
+from tests.support.processes import ProcessGroup
+from tests.support.services import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 

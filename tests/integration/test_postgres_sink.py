@@ -22,7 +22,7 @@ from ingest.provenance import ProvenanceBuilder
 from ingest.sinks import SinkError, open_sink
 from ingest.sinks.postgres import PostgresSink
 from ingest.verify import records_at, verify_records
-from tests.pg_fixtures import with_table
+from tests.support.pg_fixtures import with_table
 
 pytestmark = pytest.mark.integration
 
@@ -242,7 +242,7 @@ class TestUnreachable:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tasks.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -277,7 +277,7 @@ class TestVerify:
     def test_unreachable_database_is_a_usage_error(self) -> None:
         from click.testing import CliRunner
 
-        from tasks.cli import main
+        from cli.main import main
 
         target = f"postgresql://x@127.0.0.1:{free_port()}/db"
         result = CliRunner().invoke(main, ["provenance", "verify", target])
@@ -288,7 +288,7 @@ class TestInitCommand:
     def invoke(self, *args: str, env: dict[str, str] | None = None) -> Any:
         from click.testing import CliRunner
 
-        from tasks.cli import main
+        from cli.main import main
 
         return CliRunner().invoke(main, ["sink", "init", *args], env=env)
 

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from ingest.ratelimit import RateDecision, TokenBucket, most_restrictive, ratelimit_headers
-from tests.services import wait_for
+from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.test_reexecution import processor, spec_for, stored_hashes
+from tests.support.ranges import processor, spec_for, stored_hashes
 
 pytestmark = pytest.mark.integration
 

@@ -2,55 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from ingest.config import load_settings
 from ingest.dlq import DeadLetterQueue
 from ingest.sinks import FileSink
 from ingest.verify import records_at, verify_records
-from tests.processes import ProcessGroup
-from tests.services import wait_for
-from webapp import create_app
+from tests.support.golden import EXPECTED, FIXTURES, run_import, upload_fixtures
+from tests.support.processes import ProcessGroup
 
 pytestmark = pytest.mark.integration
-
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-EXPECTED = json.loads((FIXTURES / "expected" / "entities.json").read_text())
-AUTH = {"Authorization": "Bearer test-admin-token"}
-
-
-def upload_fixtures(s3_client: Any, bucket: str, prefix: str) -> None:
-    for path in sorted((FIXTURES / "entities").iterdir()):
-        s3_client.put_object(Bucket=bucket, Key=f"{prefix}{path.name}", Body=path.read_bytes())
-
-
-def run_import(env: dict[str, str], uri: str, **extra: Any) -> dict[str, Any]:
-    app = create_app(load_settings(env))
-    client = app.test_client()
-    answer = client.post(
-        "/admin/imports",
-        headers=AUTH,
-        json={
-            "uri": uri,
-            "schema": "entities",
-            "purpose": "golden-test",
-            "classification": "test",
-            **extra,
-        },
-    )
-    assert answer.status_code == 202, answer.get_json()
-    import_id = answer.get_json()["importId"]
-
-    def finished() -> dict[str, Any] | None:
-        state = client.get(f"/admin/imports/{import_id}", headers=AUTH).get_json()
-        return state if state["status"] in ("succeeded", "failed") else None
-
-    return wait_for(finished, 120, 0.2, "the import to finish")  # type: ignore[no-any-return]
 
 
 def normalise(data: dict[str, Any]) -> dict[str, Any]:

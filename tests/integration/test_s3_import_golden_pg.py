@@ -8,15 +8,9 @@ import pytest
 
 from ingest.sinks import open_sink
 from ingest.verify import records_at, verify_records
-from tests.integration.test_s3_import_golden import (
-    EXPECTED,
-    check_rejected,
-    check_state,
-    check_stored,
-    run_import,
-    upload_fixtures,
-)
-from tests.processes import ProcessGroup
+from tests.integration.test_s3_import_golden import check_rejected, check_state, check_stored
+from tests.support.golden import EXPECTED, run_import, upload_fixtures
+from tests.support.processes import ProcessGroup
 
 pytestmark = pytest.mark.integration
 

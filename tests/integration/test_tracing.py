@@ -22,11 +22,12 @@ from ingest.config import Settings, build_settings
 from ingest.logs import configure_logging
 from ingest.runtime import Runtime, reset_runtime
 from ingest.tracing import SINK_WRITE_SPAN, batch_span, capture_context, configure_tracing, span
-from tasks.app import ALL_QUEUES, create_celery
 from tasks.dispatch import Dispatcher
+from tasks.factory import create_celery
+from tasks.names import ALL_QUEUES
 from tasks.observability import instrument_celery
-from tests.integration.test_s3_import_golden import FIXTURES
-from tests.services import wait_for
+from tests.support.golden import FIXTURES
+from tests.support.services import wait_for
 from webapp import create_app
 
 pytestmark = pytest.mark.integration
@@ -67,7 +68,7 @@ def settings(
 @pytest.fixture(scope="module")
 def worker(settings: Settings, exporter: InMemorySpanExporter) -> Iterator[None]:
     reset_runtime(settings)
-    celery = create_celery(settings)
+    celery = create_celery(settings, worker=True)
     dispatcher = Dispatcher(celery, Runtime(settings).redis, settings)  # as worker_ready starts
     thread = threading.Thread(target=dispatcher.run_forever, daemon=True)
     with start_worker(celery, perform_ping_check=False, queues=list(ALL_QUEUES)):

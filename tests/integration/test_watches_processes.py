@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from cli.main import main as cli
 from ingest.config import load_settings
 from ingest.dlq import DeadLetterQueue
 from ingest.sinks import FileSink
-from tasks.cli import main as cli
-from tests.processes import ProcessGroup
-from tests.services import wait_for
-from tests.watch_support import WatchedPrefix
+from tests.support.processes import ProcessGroup
+from tests.support.services import wait_for
+from tests.support.watch_support import WatchedPrefix
 from webapp import create_app
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,7 @@ from ingest.webhooks.drain import StreamDrainer, StreamEntry, payloads_of
 from ingest.webhooks.idempotency import IdempotencyStore
 from ingest.webhooks.storage import store_event_batch
 from ingest.webhooks.stream import stream_key
-from tests.services import free_port
+from tests.support.services import free_port
 from webapp import create_app
 
 pytestmark = pytest.mark.integration

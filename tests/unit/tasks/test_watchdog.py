@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from tasks import recovery
+from tasks import watchdog
 
 
 def record(message: str, level: int = logging.CRITICAL) -> logging.LogRecord:
@@ -16,16 +16,16 @@ def record(message: str, level: int = logging.CRITICAL) -> logging.LogRecord:
 
 def test_an_unrecoverable_error_arms_the_exit(monkeypatch: pytest.MonkeyPatch) -> None:
     exited = threading.Event()
-    monkeypatch.setattr(recovery, "_exit_now", lambda grace: exited.set())
-    handler = recovery.ExitAfterUnrecoverable(grace=0.01)
+    monkeypatch.setattr(watchdog, "_exit_now", lambda grace: exited.set())
+    handler = watchdog.ExitAfterUnrecoverable(grace=0.01)
     handler.handle(record("Unrecoverable error: %r"))
     assert exited.wait(5)
 
 
 def test_other_lines_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
     exited = threading.Event()
-    monkeypatch.setattr(recovery, "_exit_now", lambda grace: exited.set())
-    handler = recovery.ExitAfterUnrecoverable(grace=0.01)
+    monkeypatch.setattr(watchdog, "_exit_now", lambda grace: exited.set())
+    handler = watchdog.ExitAfterUnrecoverable(grace=0.01)
     handler.handle(record("Couldn't ack %r, reason:%r"))
     handler.handle(record("Unrecoverable error: %r", logging.ERROR))  # below the handler's level
     assert not handler.armed

@@ -1,261 +1,30 @@
-"""The dead-letter queue: failed tasks, rejected CSV rows and unstorable webhook events, kept in
-Redis by the application so that an operator can list, retry and purge them (see docs/dlq.md)."""
+"""The dead-letter queue in Redis: add, list, count, retry claims, purge, export and import."""
 
 from __future__ import annotations
 
-import base64
 import builtins
-import json
 import logging
-import secrets
-import time
-import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import islice
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
 
-from ingest.hashing import sha256_hex
+from ingest.dlq.model import (
+    RETRY_HISTORY_LIMIT,
+    DeadLetterEntry,
+    EntryKind,
+    FailureDetail,
+    RetryRecord,
+    utc_now_iso,
+)
 
-__all__ = [
-    "RETRY_HISTORY_LIMIT",
-    "RETRY_TRANSFORMATION",
-    "AddResult",
-    "DeadLetterEntry",
-    "DeadLetterQueue",
-    "DeadLetterQueueFull",
-    "EntryKind",
-    "FailureDetail",
-    "RetryRecord",
-    "entry_id_for",
-    "event_entry",
-    "row_entry",
-    "task_entry",
-    "utc_now_iso",
-    "webhook_source",
-]
+__all__ = ["AddResult", "DeadLetterQueue", "DeadLetterQueueFull"]
 
-EntryKind = Literal["task", "row", "event"]
-RETRY_HISTORY_LIMIT = 10
-RETRY_TRANSFORMATION = "dlq-retry"
-_REASON_MAX = 500
 _SCAN_CHUNK = 500
-log = logging.getLogger(__name__)
-
-
-def utc_now_iso() -> str:
-    """The current time as ISO-8601 UTC with milliseconds and a ``Z`` suffix."""
-    return _iso(datetime.now(UTC))
-
-
-def _iso(moment: datetime) -> str:
-    if moment.tzinfo is None:  # a naive time here was written as UTC, never as local time
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _new_id() -> str:
-    # time first so ids sort by creation; random suffix keeps hosts from colliding
-    return f"{time.time_ns():016x}-{secrets.token_hex(6)}"
-
-
-def entry_id_for(kind: EntryKind, *parts: object) -> str:
-    """A deterministic entry id, so a re-executed task re-adds the same entry instead of a twin."""
-    return f"{kind}:{sha256_hex(chr(31).join(str(p) for p in parts).encode())}"
-
-
-def webhook_source(name: str) -> str:
-    """The DLQ ``source`` of a webhook source, as S3 objects use their ``s3://`` URI."""
-    return f"webhook:{name}"
-
-
-def _jsonable(value: Any) -> Any:
-    # numpy scalars and timestamps from pandera failure cases are not JSON; NaN becomes null
-    text = json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o))
-    return json.loads(text, parse_constant=lambda _: None)
-
-
-class _Model(BaseModel):
-    # camelCase on the wire (CLI --json, /admin/dlq, export); unknown keys ignored so that
-    # an older release can still read entries written by a newer one
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-
-class FailureDetail(_Model):
-    """What went wrong: exception type, message and (optionally) traceback."""
-
-    type: str
-    message: str
-    traceback: str | None = None
-
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> FailureDetail:
-        """Describe ``exc``, traceback included."""
-        return cls(
-            type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            message=str(exc),
-            traceback="".join(traceback.format_exception(exc)),
-        )
-
-
-class RetryRecord(_Model):
-    """One failed retry of a dead-lettered entry."""
-
-    attempt: int
-    failed_at: str
-    error: FailureDetail | None = None
-
-
-class DeadLetterEntry(_Model):
-    """One item that could not be processed, with everything needed to process it again."""
-
-    id: str = Field(default_factory=_new_id, pattern=r"^\S{1,256}$")
-    kind: EntryKind
-    source: str = Field(min_length=1)
-    reason: str
-    attempts: int = Field(default=1, ge=1)
-    first_failed_at: str = Field(default_factory=utc_now_iso)
-    last_failed_at: str = Field(default_factory=lambda data: data["first_failed_at"])
-    payload: dict[str, Any] = Field(default_factory=dict)
-    error: FailureDetail | None = None
-    import_id: str | None = None
-    retry_history: builtins.list[RetryRecord] = Field(default_factory=builtins.list)
-
-    @field_validator("reason")
-    @classmethod
-    def _one_line(cls, value: str) -> str:
-        line = " ".join(value.split())[:_REASON_MAX]
-        if not line:
-            raise ValueError("reason must not be empty")
-        return line
-
-    @field_validator("first_failed_at", "last_failed_at", mode="before")
-    @classmethod
-    def _utc(cls, value: object) -> object:
-        if isinstance(value, datetime):
-            return _iso(value)
-        if isinstance(value, str):
-            return _iso(datetime.fromisoformat(value))
-        return value
-
-    def to_json(self) -> str:
-        """The entry as one line of camelCase JSON."""
-        return self.model_dump_json(by_alias=True)
-
-    def raw_row(self) -> bytes | None:
-        """The rejected CSV row's exact bytes (``row`` entries), decoded from base64."""
-        encoded = self.payload.get("rawBase64")
-        return base64.b64decode(encoded) if isinstance(encoded, str) else None
-
-
-def row_entry(
-    *,
-    object_uri: str,
-    etag: str,
-    line: int,
-    offset: int,
-    raw: bytes,
-    reason: str,
-    import_id: str,
-    schema: str,
-    purpose: str,
-    classification: str | None = None,
-    mapping: Mapping[str, str] | None = None,
-    failure_cases: Any = None,
-    header: Iterable[str] = (),
-) -> DeadLetterEntry:
-    """A CSV row that failed validation; its id is fixed by object, ETag and byte offset.
-
-    ``header`` is the object's CSV header, needed to turn the raw row back into columns.
-    """
-    payload = {
-        "objectUri": object_uri,
-        "etag": etag,
-        "line": line,
-        "offset": offset,
-        "header": builtins.list(header),
-        "rawBase64": base64.b64encode(raw).decode("ascii"),
-        "rawText": raw.decode("utf-8", errors="replace"),
-        "failureCases": _jsonable(failure_cases or []),
-        "importId": import_id,
-        "schema": schema,
-        "purpose": purpose,
-        "classification": classification,
-        "mapping": dict(mapping or {}),
-    }
-    return DeadLetterEntry(
-        id=entry_id_for("row", object_uri, etag, offset),
-        kind="row",
-        source=object_uri,
-        reason=reason,
-        payload=payload,
-        import_id=import_id,
-    )
-
-
-def task_entry(
-    *,
-    task_name: str,
-    task_id: str,
-    args: Any,
-    kwargs: Any,
-    exc: BaseException,
-    source: str,
-    retries: int = 0,
-    import_id: str | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> DeadLetterEntry:
-    """A Celery task that exhausted its retries; its id is fixed by the Celery task id."""
-    payload = {
-        "task": task_name,
-        "taskId": task_id,
-        "args": _jsonable(args),
-        "kwargs": _jsonable(kwargs),
-        "retries": retries,
-        **_jsonable(dict(extra or {})),
-    }
-    detail = FailureDetail.from_exception(exc)
-    return DeadLetterEntry(
-        id=entry_id_for("task", task_id),
-        kind="task",
-        source=source,
-        reason=f"{detail.type}: {detail.message}",
-        payload=payload,
-        error=detail,
-        import_id=import_id,
-    )
-
-
-def event_entry(
-    *,
-    source_name: str,
-    event: Any,
-    event_key: str,
-    exc: BaseException,
-    extra: Mapping[str, Any] | None = None,
-) -> DeadLetterEntry:
-    """An accepted webhook event that could not be stored; its id is fixed by its event key."""
-    payload = {
-        "source": source_name,
-        "eventKey": event_key,
-        "event": _jsonable(event),
-        **_jsonable(dict(extra or {})),
-    }
-    detail = FailureDetail.from_exception(exc)
-    return DeadLetterEntry(
-        id=entry_id_for("event", source_name, event_key),
-        kind="event",
-        source=webhook_source(source_name),
-        reason=f"{detail.type}: {detail.message}",
-        payload=payload,
-        error=detail,
-    )
+log = logging.getLogger("ingest.dlq")
 
 
 class DeadLetterQueueFull(Exception):

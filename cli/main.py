@@ -169,7 +169,7 @@ def import_command(
     }
     actor = f"cli:{getpass.getuser()}@{socket.gethostname()}"
     try:
-        import_id = submit_import(rt.settings, rt.redis, rt.schemas, payload, actor)
+        import_id = submit_import(rt.settings, rt.redis, rt.schema_names, payload, actor)
     except ImportRequestError as exc:
         fail(str(exc), 2)
     except Exception as exc:  # Redis or broker unreachable
@@ -219,9 +219,9 @@ def imports_show(import_id: str, as_json: bool) -> None:
 
 
 def _register_subcommands() -> None:
-    from tasks.cli_dlq import dlq_group
-    from tasks.cli_sink import sink_group
-    from tasks.cli_watches import imports_list, watches_command
+    from cli.dlq import dlq_group
+    from cli.sink import sink_group
+    from cli.watches import imports_list, watches_command
 
     main.add_command(dlq_group)
     main.add_command(sink_group)

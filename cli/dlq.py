@@ -13,9 +13,9 @@ KINDS = click.Choice(["task", "row", "event"])
 
 
 def _cli() -> Any:
-    from tasks import cli
+    from cli import main
 
-    return cli
+    return main
 
 
 def _dlq() -> Any:
@@ -23,17 +23,8 @@ def _dlq() -> Any:
 
 
 def entry_summary(entry: Any) -> dict[str, Any]:
-    """The columns of ``dlq list``: id, kind, source, reason, attempts, first and last failure."""
-    return {
-        "id": entry.id,
-        "kind": entry.kind,
-        "source": entry.source,
-        "reason": entry.reason,
-        "attempts": entry.attempts,
-        "firstFailedAt": entry.first_failed_at,
-        "lastFailedAt": entry.last_failed_at,
-        "importId": entry.import_id,
-    }
+    """The columns of ``dlq list`` (``DeadLetterEntry.summary``)."""
+    return dict(entry.summary())
 
 
 @click.group("dlq")
@@ -110,7 +101,7 @@ def dlq_retry(
     as_json: bool,
 ) -> None:
     """Send entries back through processing; an entry leaves only when its retry succeeds."""
-    from tasks.dlq import retry_entries
+    from tasks.dlq_replay import retry_entries
 
     _select(ids, all_)
     rt = _cli()._runtime()

@@ -190,7 +190,7 @@ def test_the_copy_paste_configs_of_the_guide_are_valid() -> None:
     import re
     from pathlib import Path
 
-    guide = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    guide = (Path(__file__).resolve().parents[4] / "docs" / "webhooks.md").read_text()
     section = guide.split("## Provider presets", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"^```json\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
     sources: dict[str, Any] = {}

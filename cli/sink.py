@@ -10,9 +10,9 @@ __all__ = ["sink_group"]
 
 
 def _cli() -> Any:
-    from tasks import cli
+    from cli import main
 
-    return cli
+    return main
 
 
 @click.group("sink")

@@ -12,7 +12,7 @@ import pytest
 from ingest.config import ConfigError, env_overrides, load_settings
 from ingest.masking import masked_settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SEED = ROOT / "config" / "seed-example.json"
 
 
@@ -170,7 +170,7 @@ class TestCommandLine:
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "tasks.cli", *args],
+            [sys.executable, "-m", "cli.main", *args],
             capture_output=True,
             text=True,
             cwd=ROOT,

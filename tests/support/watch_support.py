@@ -11,7 +11,7 @@ import redis
 
 from ingest.s3csv.imports import ImportStore
 from ingest.s3csv.watches import WatchStats
-from tests.services import wait_for
+from tests.support.services import wait_for
 
 
 class WatchedPrefix:

@@ -10,10 +10,10 @@ __all__ = ["imports_list", "watches_command"]
 
 
 def _cli() -> Any:
-    # Late: tasks.cli imports this module while it is being set up (also as ``python -m``).
-    from tasks import cli
+    # Late: cli.main imports this module while it is being set up (also as ``python -m``).
+    from cli import main
 
-    return cli
+    return main
 
 
 def _runtime() -> Any:

@@ -16,7 +16,7 @@ from ingest.provenance import ProvenanceBuilder
 from ingest.sinks import FileSink, open_sink
 from ingest.verify import records_at, verify_records
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def events(n: int, start: int = 0) -> list[dict[str, object]]:
@@ -101,7 +101,7 @@ class TestWrites:
 class TestVerify:
     def run_verify(self, target: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "tasks.cli", "provenance", "verify", target],
+            [sys.executable, "-m", "cli.main", "provenance", "verify", target],
             capture_output=True,
             text=True,
             cwd=ROOT,

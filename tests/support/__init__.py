@@ -1,0 +1,1 @@
+"""Helpers every test tier shares: local servers, process groups, fixtures' data."""
