@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ingest.hashing import HASH_ALGORITHM, canonical_json, sha256_hex
+from ingest.isotime import utc_now_iso
 
 if TYPE_CHECKING:  # pyarrow is loaded by the columnar writers only, not by webhook processes
     import pyarrow as pa
@@ -34,7 +35,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 def iso_now() -> str:
     """The current UTC time as ISO 8601 with milliseconds and a ``Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_now_iso()
 
 
 def _check_iso8601(value: str) -> str:

@@ -30,14 +30,15 @@ from ingest.tracing import batch_span, context_from
 from ingest.webhooks.drain import StreamDrainer
 from ingest.webhooks.storage import store_event_batch
 from tasks.base import IngestTask, runtime
+from tasks.names import QUEUE_WEBHOOKS, WEBHOOK_DRAIN, WEBHOOK_STORE_BATCH
 
 __all__ = ["DRAIN_TASK", "QUEUE", "TASK_NAME", "drain", "store_batch", "store_now"]
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "ingest.webhooks.store_batch"
-DRAIN_TASK = "ingest.webhooks.drain"
-QUEUE = "ingest.webhooks"
+TASK_NAME = WEBHOOK_STORE_BATCH
+DRAIN_TASK = WEBHOOK_DRAIN
+QUEUE = QUEUE_WEBHOOKS
 _DLQ_RETRY_SECONDS = 60
 # Fixed for good: changing it would split a source's existing dedup marks.
 _DEDUP_PARTITIONS = 4

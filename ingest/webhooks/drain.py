@@ -31,7 +31,7 @@ from typing import Any
 
 import redis
 
-from ingest.webhooks.intake import epoch_to_iso
+from ingest.isotime import epoch_to_iso
 from ingest.webhooks.stream import GROUP, kick_key, stream_key, waiting_key
 
 __all__ = [

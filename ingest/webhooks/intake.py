@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from ingest.config import HttpConfig, SignatureSettings, SourceConfig
+from ingest.isotime import epoch_to_iso
 from ingest.webhooks.event_schema import EventSchema, load_event_schema
 from ingest.webhooks.idempotency import ClaimOutcome
 from ingest.webhooks.providers import PRESETS, Preset
@@ -147,12 +148,6 @@ def webhook_sources(http: HttpConfig, schemas_dir: str | None = None) -> dict[st
         name: WebhookSource.from_config(name, cfg, http, schemas_dir)
         for name, cfg in http.sources.items()
     }
-
-
-def epoch_to_iso(seconds: float) -> str:
-    """Epoch seconds as ISO 8601 UTC with milliseconds and a ``Z``."""
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def observed_at(

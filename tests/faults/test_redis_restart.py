@@ -204,29 +204,27 @@ def unrecoverable(worker: ManagedProcess) -> str:
 
 
 def missing_events(env: dict[str, str], missing: set[str]) -> str:
-    """Where the accepted events that never reached the sink are: queued, unacked or gone."""
+    """Where the accepted events that never reached the sink are: still in the source's
+    stream (read by a drain and pending, or not read yet), or gone."""
     import redis
+
+    from ingest.webhooks.drain import GROUP
+    from ingest.webhooks.stream import stream_key
 
     client = redis.Redis.from_url(env["INGEST_REDIS_URL"])
     try:
-        queued = b"".join(client.lrange("ingest.webhooks", 0, -1))
-        unacked = b"".join(client.hvals("unacked"))
+        entries = client.xrange(stream_key("open"))
+        pending = {
+            p["message_id"]
+            for p in client.xpending_range(stream_key("open"), GROUP, "-", "+", 10_000)
+        }
     finally:
         client.close()
-
-    def where(key: str) -> str:
-        # Keys are inside base64 message bodies; decode the bodies' events to look.
-        return "queued" if _holds(queued, key) else "unacked" if _holds(unacked, key) else "gone"
-
-    places = Counter(where(key) for key in missing)
+    holding: dict[str, str] = {}
+    for entry_id, fields in entries:
+        text = b" ".join(fields.values()).decode("utf-8", "replace")
+        for key in missing:
+            if key in text:
+                holding[key] = "pending" if entry_id in pending else "unread"
+    places = Counter(holding.get(key, "gone") for key in missing)
     return f"{len(missing)} accepted events not stored ({dict(places)}): {sorted(missing)[:5]}"
-
-
-def _holds(raw: bytes, key: str) -> bool:
-    import base64
-    import re
-
-    for body in re.findall(rb'"body": "([A-Za-z0-9+/=]+)"', raw):
-        if key.encode() in base64.b64decode(body):
-            return True
-    return False
