@@ -9,6 +9,7 @@ dependency), cProfile otherwise. Examples::
     .venv/bin/python loadtests/profile_range.py --rows 300000 --range-size 33554432
     .venv/bin/python loadtests/profile_range.py --no-dedup --html /tmp/range.html
     .venv/bin/python loadtests/profile_range.py --stages --repeat 5
+    .venv/bin/python loadtests/profile_range.py --csv big.csv --stages --parquet-columns
 
 Running in-process, without Celery, keeps the profile to the range's own work: S3 read,
 boundary scan, parse, validation, hashing, dedup claims, provenance and the sink write.
@@ -17,6 +18,9 @@ boundary scan, parse, validation, hashing, dedup claims, provenance and the sink
 range id each time), and prints the CPU milliseconds per MB of each step (this process's
 ``time.process_time``, so other load on the machine barely moves it) plus the CPU the Redis
 and moto servers spent for it: on a 2-core node their cycles come out of the same budget.
+It then parses the same bytes with pyarrow's ``read_csv`` (one thread), the ceiling the
+import is compared with, and with ``--parquet-columns`` prints what each stored column
+costs the Parquet write.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class StageRun:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.faults: dict[str, int] = {}  # minor page faults by step (children taken out)
         self.external: dict[str, float] = {}
         self._stack: list[list[float]] = []  # [start, time spent in children]
         self.total = 0.0
@@ -66,15 +71,22 @@ class StageRun:
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
-        self._stack.append([time.process_time(), 0.0])
+        self._stack.append([time.process_time(), 0.0, _minor_faults(), 0])
         try:
             yield
         finally:
-            start, children = self._stack.pop()
+            start, children, faults, child_faults = self._stack.pop()
             spent = time.process_time() - start
+            faulted = _minor_faults() - int(faults)
             self.seconds[name] = self.seconds.get(name, 0.0) + spent - children
+            self.faults[name] = self.faults.get(name, 0) + faulted - int(child_faults)
             if self._stack:
                 self._stack[-1][1] += spent
+                self._stack[-1][3] += faulted
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 class StageTimer:
@@ -144,13 +156,23 @@ class StageTimer:
         """Median CPU ms per MB of each step over ``runs``."""
         mb = size / 1e6
         names = list(dict.fromkeys(n for run in runs for n in run.seconds))
-        lines = [f"CPU ms per MB, median of {len(runs)} runs of a {mb:.1f} MB range:"]
+        lines = [
+            f"CPU ms per MB, median of {len(runs)} runs of a {mb:.1f} MB range "
+            "(and minor page faults per MB):"
+        ]
 
-        def row(label: str, values: list[float]) -> None:
-            lines.append(f"  {label:<28} {statistics.median(values) * 1e3 / mb:7.2f}")
+        def row(label: str, values: list[float], faults: list[int] | None = None) -> None:
+            line = f"  {label:<28} {statistics.median(values) * 1e3 / mb:7.2f}"
+            if faults is not None:
+                line += f"  {statistics.median(faults) / mb:7.0f}"
+            lines.append(line)
 
         for name in names:
-            row(name, [run.seconds.get(name, 0.0) for run in runs])
+            row(
+                name,
+                [run.seconds.get(name, 0.0) for run in runs],
+                [run.faults.get(name, 0) for run in runs],
+            )
         row("other (pipeline glue)", [run.total - sum(run.seconds.values()) for run in runs])
         row("= this process", [run.total for run in runs])
         for name in dict.fromkeys(n for run in runs for n in run.external):
@@ -206,11 +228,94 @@ def _profile(run: Any, html: Path | None) -> None:
     print("top 15 by own time\n" + out.getvalue())
 
 
+def _pyarrow_ceiling(data: bytes, repeat: int) -> str:
+    """pyarrow's ``read_csv`` of the range's bytes: CPU ms/MB on one thread, and MB/s threaded.
+
+    The same bytes in the same process and minutes as the range runs, so the ratio to it
+    carries over between machines and loads better than either figure alone.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    data = data[: data.rfind(b"\n") + 1]  # a span ends mid-record: its last one is cut
+    mb = len(data) / 1e6
+    # The cut may fall inside a quoted field: a malformed last row is skipped, not an error.
+    parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: "skip")
+    one, wall = [], []
+    for _ in range(repeat):
+        started = time.process_time()
+        pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(use_threads=False),
+            parse_options=parse,
+        )
+        one.append(time.process_time() - started)
+        started = time.perf_counter()
+        pacsv.read_csv(pa.py_buffer(data), parse_options=parse)
+        wall.append(time.perf_counter() - started)
+    cpu = statistics.median(one) * 1e3 / mb
+    rate = mb / statistics.median(wall)
+    return (
+        f"pyarrow read_csv of the same bytes: {cpu:.2f} ms/MB on one thread, "
+        f"{rate:.0f} MB/s threaded"
+    )
+
+
+def _parquet_columns(table: Any, size: int, repeat: int) -> str:
+    """What each stored column costs the Parquet write: CPU ms per MB of input, and bytes.
+
+    Each leaf is written alone, inside its struct as the sink writes it, with the sink's
+    own ``write_parquet``; the sum is below the whole write (per-file and struct costs).
+    """
+    import pyarrow as pa
+
+    from ingest.sinks.file import write_parquet
+
+    mb = size / 1e6
+    lines = [f"Parquet write, each column alone (CPU ms per MB of input; best of {repeat}):"]
+
+    def cost(part: Any) -> tuple[float, int]:
+        best, written = float("inf"), 0
+        for _ in range(repeat):
+            out = io.BytesIO()
+            started = time.process_time()
+            write_parquet(part, out)
+            best = min(best, time.process_time() - started)
+            written = out.tell()
+        return best * 1e3 / mb, written
+
+    total, written = cost(table)
+    lines.append(f"  {'(whole table)':<30} {total:6.2f}  {written / 1e6:7.2f} MB")
+    for top in table.column_names:
+        column = table.column(top).combine_chunks()
+        for index, field in enumerate(column.type):
+            child = pa.StructArray.from_arrays([column.field(index)], fields=[field])
+            part = pa.table({top: child})
+            spent, written = cost(part)
+            label = f"{top}.{field.name}"
+            lines.append(f"  {label:<30} {spent:6.2f}  {written / 1e6:7.2f} MB  {field.type}")
+    return "\n".join(lines)
+
+
 def _stages(
-    processor: Any, spec: Any, size: int, repeat: int, client: Any, servers: dict[str, int]
+    processor: Any,
+    spec: Any,
+    size: int,
+    repeat: int,
+    client: Any,
+    servers: dict[str, int],
+    parquet_columns: bool = False,
 ) -> None:
     """Run the range ``repeat`` times under a :class:`StageTimer`; print the median ms/MB."""
     timer = StageTimer.for_range_processor(processor)
+    written: list[Any] = []
+    write_table = processor.sink.write_table
+
+    def keep_table(name: str, table: Any) -> Any:
+        written[:] = [table]
+        return write_table(name, table)
+
+    processor.sink.write_table = keep_table
     runs = []
     for attempt in range(repeat):
         client.flushdb()
@@ -225,6 +330,12 @@ def _stages(
         runs.append(run)
     print(f"summary of the last run: {summary.model_dump()}")
     print(StageTimer.report(runs, size))
+    from ingest.s3csv.reader import read_range
+
+    data = read_range(processor.s3, spec.bucket, spec.key, spec.start, spec.end, spec.etag)
+    print(_pyarrow_ceiling(data, repeat))
+    if parquet_columns and written:
+        print(_parquet_columns(written[0], size, repeat))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--html", type=Path, default=None, help="also write pyinstrument HTML")
     parser.add_argument("--stages", action="store_true", help="CPU ms/MB per step, no profiler")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the range with --stages")
+    parser.add_argument(
+        "--parquet-columns",
+        action="store_true",
+        help="with --stages: also the Parquet write's CPU and bytes per stored column",
+    )
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="profile-range-"))
@@ -289,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         processor = RangeProcessor(settings, rt.s3, rt.sink, rt.schemas, rt.dedup, rt.dlq, rt.redis)
         if args.stages:
             servers = {"redis-server": redis_server.pid, "moto": s3.pid}
-            _stages(processor, spec, size, args.repeat, rt.redis, servers)
+            _stages(processor, spec, size, args.repeat, rt.redis, servers, args.parquet_columns)
             return 0
         result: dict[str, Any] = {}
 

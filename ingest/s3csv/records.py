@@ -82,7 +82,9 @@ class _Layout:
     unterminated: bool  # the last record runs to the end of the data inside quotes
 
 
-def _layout(data: bytes, dialect: CsvDialect, scan: NewlineScan | None = None) -> _Layout:
+def _layout(
+    data: bytes | bytearray, dialect: CsvDialect, scan: NewlineScan | None = None
+) -> _Layout:
     if scan is None or scan.quotes is None:
         scan = scan_newlines(data, dialect.quote_byte, keep_quotes=True)
     starts = np.concatenate(([0], scan.record_ends + 1))
@@ -126,7 +128,7 @@ class _RangeParser:
 
     def __init__(
         self,
-        data: bytes,
+        data: bytes | bytearray,
         names: tuple[str, ...],
         dialect: CsvDialect,
         use_threads: bool,
@@ -204,7 +206,7 @@ class _RangeParser:
             RejectedRecord(
                 first_line + span.line,
                 base_offset + span.start,
-                self.data[span.start : span.end],
+                bytes(self.data[span.start : span.end]),  # data may be a bytearray
                 reason,
             )
             for slow in self.slow_parts
@@ -223,7 +225,7 @@ class _RangeParser:
 
 
 def parse_records(
-    data: bytes,
+    data: bytes | bytearray,
     *,
     header: Sequence[str] | bytes,
     dialect: CsvDialect,

@@ -167,8 +167,12 @@ def write_parquet(table: pa.Table, where: Any) -> None:
     batch shares) are written as their one dictionary entry and a run of indices, with no
     hashing or compressing of repeated text. Statistics (min/max) are kept for numbers and
     times, where readers prune on them; on text (hashes, free text, one value per batch)
-    they prune nothing and were a seventh of the write.
+    they prune nothing and were a seventh of the write. Top-level struct columns without
+    nulls (``data`` and ``provenance`` always) are written as required groups: every leaf
+    then has one definition level less to compute and encode, and readers see the same
+    values (files with and without it read together as one dataset).
     """
+    table = _required_structs(table)
     leaves = _leaf_types(table.schema)
     dictionaries = [p for p, kind in leaves if pa.types.is_dictionary(kind)]
     pq.write_table(
@@ -188,6 +192,20 @@ def write_parquet(table: pa.Table, where: Any) -> None:
         # which pandas shows as categorical): the stored format stays "strings".
         store_schema=False,
     )
+
+
+def _required_structs(table: pa.Table) -> pa.Table:
+    """``table`` with its top-level struct columns that hold no null marked non-nullable."""
+    fields = [
+        field.with_nullable(False)
+        if field.nullable and pa.types.is_struct(field.type) and not column.null_count
+        else field
+        for field, column in zip(table.schema, table.columns, strict=True)
+    ]
+    if fields == list(table.schema):
+        return table
+    schema = pa.schema(fields, metadata=table.schema.metadata)
+    return pa.Table.from_arrays(table.columns, schema=schema)
 
 
 def _lineage(leaves: list[tuple[str, pa.DataType]]) -> list[str]:
