@@ -181,10 +181,7 @@ def write_parquet(table: pa.Table, where: Any) -> None:
         compression="zstd",
         compression_level=1,
         use_dictionary=dictionaries or False,
-        # Row lineage (line numbers, byte offsets) rises row by row: delta-encoded it is a
-        # few bits a row before compression, and cheaper to compress (measured: -0.3 ms/MB,
-        # -3% file size on the benchmark's file).
-        column_encoding={p: "DELTA_BINARY_PACKED" for p in _lineage(leaves)} or None,
+        column_encoding=_encodings(leaves) or None,
         write_statistics=[p for p, kind in leaves if not _is_text(kind)] or False,
         row_group_size=128 * 1024,
         # Without the Arrow schema in the footer, readers see the dictionary columns as the
@@ -206,6 +203,26 @@ def _required_structs(table: pa.Table) -> pa.Table:
         return table
     schema = pa.schema(fields, metadata=table.schema.metadata)
     return pa.Table.from_arrays(table.columns, schema=schema)
+
+
+def _encodings(leaves: list[tuple[str, pa.DataType]]) -> dict[str, str]:
+    """Encodings other than PLAIN, by leaf path.
+
+    Row lineage (line numbers, byte offsets) rises row by row: delta-encoded it is a few bits
+    a row before compression, and cheaper to compress (measured: -0.3 ms/MB, -3% file size
+    on the benchmark's file). ``contentHash`` is 64 hex digits a row: DELTA_LENGTH_BYTE_ARRAY
+    stores the lengths apart (all equal: next to nothing) and the digits back to back, which
+    zstd compresses faster and smaller than PLAIN's length-digits-length-digits (measured on
+    a 33.6 MB range: -0.5 to -1.2 ms of CPU per MB of input, file -3.4%). Both encodings
+    are in the Parquet format since 2.0 and every current reader decodes them.
+    """
+    encodings = {p: "DELTA_BINARY_PACKED" for p in _lineage(leaves)}
+    for path, kind in leaves:
+        if path == "provenance.contentHash" and (
+            pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        ):
+            encodings[path] = "DELTA_LENGTH_BYTE_ARRAY"
+    return encodings
 
 
 def _lineage(leaves: list[tuple[str, pa.DataType]]) -> list[str]:
