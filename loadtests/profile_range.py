@@ -107,7 +107,6 @@ class StageTimer:
 
         timer = cls()
         timer.patch(pipeline, "read_range", "s3 read")
-        timer.patch(pipeline, "read_range_buffer", "s3 read")
         timer.patch(pipeline, "parse_records", "scan + parse (other)")
         # Older versions hashed to bytes and formatted hex later: charge either to hashing.
         for name in ("record_hex_digests", "record_digests", "hex_digests"):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import binascii
 import itertools
-from collections.abc import Sequence
 from hashlib import sha256
 
 import numpy as np
@@ -43,20 +42,18 @@ HASH_BATCH_BYTES = 1 << 20
 _HASH_TYPE = type(sha256())
 
 
-def _digest_all(pieces: Sequence[bytes | bytearray]) -> np.ndarray:
+def _digest_all(pieces: list[bytes]) -> np.ndarray:
     # map() over C callables keeps the per-record loop out of the interpreter's bytecode.
     joined = b"".join(map(_HASH_TYPE.digest, map(sha256, pieces)))
     return np.frombuffer(joined, dtype=np.uint8).reshape(-1, DIGEST_SIZE)
 
 
-def _digest_spans(data: bytes | bytearray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    pieces: list[bytes | bytearray] = list(
-        map(data.__getitem__, map(slice, starts.tolist(), ends.tolist()))
-    )
+def _digest_spans(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    pieces = list(map(data.__getitem__, map(slice, starts.tolist(), ends.tolist())))
     return _digest_all(pieces)
 
 
-def _line_separator(data: bytes | bytearray, newlines: np.ndarray) -> bytes | None:
+def _line_separator(data: bytes, newlines: np.ndarray) -> bytes | None:
     """The separator whose ``split`` yields exactly the physical lines' content, if any."""
     if data.find(b"\r") < 0:
         return b"\n"
@@ -72,7 +69,7 @@ def _batches(starts: np.ndarray, batch_bytes: int) -> list[tuple[int, int]]:
 
 
 def record_digests(
-    data: bytes | bytearray, starts: np.ndarray, ends: np.ndarray, newlines: np.ndarray
+    data: bytes, starts: np.ndarray, ends: np.ndarray, newlines: np.ndarray
 ) -> np.ndarray:
     """Return the SHA-256 digests, shape ``(n, 32)``, of the records ``data[starts[i]:ends[i]]``.
 
@@ -88,7 +85,7 @@ def record_digests(
 
 
 def record_hex_digests(
-    data: bytes | bytearray, starts: np.ndarray, ends: np.ndarray, newlines: np.ndarray
+    data: bytes, starts: np.ndarray, ends: np.ndarray, newlines: np.ndarray
 ) -> pa.StringArray:
     """:func:`record_digests` as lower-case hex, the form contentHash is stored in.
 
@@ -102,9 +99,7 @@ def record_hex_digests(
     return hex_digests(record_digests(data, starts, ends, newlines))
 
 
-def _polars_hex(
-    data: bytes | bytearray, starts: np.ndarray, ends: np.ndarray
-) -> pa.StringArray | None:
+def _polars_hex(data: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray | None:
     """The hex digests by polars-hash as a string array, or None if the spans are unsorted."""
     text = _polars_hex_text(data, starts, ends)
     if text is None:
@@ -114,9 +109,7 @@ def _polars_hex(
     return text
 
 
-def _polars_digests(
-    data: bytes | bytearray, starts: np.ndarray, ends: np.ndarray
-) -> np.ndarray | None:
+def _polars_digests(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
     """The digests by polars-hash, or None if the spans are not in order (then use hashlib)."""
     text = _polars_hex_text(data, starts, ends)
     if text is None:
@@ -132,9 +125,7 @@ def _polars_digests(
     return np.frombuffer(raw, dtype=np.uint8).reshape(count, DIGEST_SIZE)
 
 
-def _polars_hex_text(
-    data: bytes | bytearray, starts: np.ndarray, ends: np.ndarray
-) -> pa.Array | None:
+def _polars_hex_text(data: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.Array | None:
     """polars-hash's hex digests of the spans (checked: 64 digits each), None if unsorted."""
     count = len(starts)
     # One binary array over ``data`` as it is, no copy: its elements alternate between the
@@ -168,7 +159,7 @@ def _all_hex_width(text: pa.Array) -> bool:
 
 
 def _hashlib_digests(
-    data: bytes | bytearray, starts: np.ndarray, ends: np.ndarray, newlines: np.ndarray
+    data: bytes, starts: np.ndarray, ends: np.ndarray, newlines: np.ndarray
 ) -> np.ndarray:
     """:func:`record_digests` with :mod:`hashlib`, for when polars-hash is not installed."""
     separator = _line_separator(data, newlines) if len(newlines) else None

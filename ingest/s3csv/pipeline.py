@@ -28,7 +28,7 @@ from ingest.s3csv.imports import RangeSummary
 from ingest.s3csv.memory import retain_freed_memory
 from ingest.s3csv.output import output_table
 from ingest.s3csv.ranges import CsvDialect, CsvFormatError, NewlineScan
-from ingest.s3csv.reader import iter_decompressed, read_range, read_range_buffer
+from ingest.s3csv.reader import iter_decompressed, read_range
 from ingest.s3csv.records import ParsedRange, parse_records
 from ingest.s3csv.rejects import dead_letter_entries
 from ingest.s3csv.segments import split_stream
@@ -46,7 +46,7 @@ SUMMARY_TTL = 30 * 86400
 
 @dataclass
 class _Segment:
-    data: bytes | bytearray  # a span's records: the fetched buffer, trimmed in place
+    data: bytes
     names: tuple[str, ...]
     first_line: int
     base_offset: int
@@ -171,9 +171,9 @@ class RangeProcessor:
     def _own_records(self, spec: RangeSpec) -> Iterator[_Segment]:
         """A nominal span: fetch it once, find its records (see ingest.s3csv.spans)."""
 
-        def read(start: int, end: int) -> bytes | bytearray:
+        def read(start: int, end: int) -> bytes:
             return self.breaker.call(
-                lambda: read_range_buffer(self.s3, spec.bucket, spec.key, start, end, spec.etag)
+                lambda: read_range(self.s3, spec.bucket, spec.key, start, end, spec.etag)
             )
 
         assert spec.spanSize is not None and spec.objectSize is not None
@@ -335,7 +335,7 @@ def _header_names(raw: bytes, dialect: CsvDialect) -> tuple[str, ...]:
         raise PermanentError(f"unreadable CSV header: {exc}") from exc
 
 
-def _positional_names(data: bytes | bytearray, dialect: CsvDialect) -> tuple[str, ...]:
+def _positional_names(data: bytes, dialect: CsvDialect) -> tuple[str, ...]:
     first = data.split(b"\n", 1)[0]
     count = first.count(dialect.delimiter.encode()) + 1
     return tuple(f"column_{i + 1}" for i in range(count))

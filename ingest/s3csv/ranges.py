@@ -149,10 +149,7 @@ class NewlineScan:
 
 
 def scan_newlines(
-    data: bytes | bytearray | memoryview,
-    quote: int,
-    parity: int = 0,
-    keep_quotes: bool = False,
+    data: bytes | memoryview, quote: int, parity: int = 0, keep_quotes: bool = False
 ) -> NewlineScan:
     """Find every LF in ``data`` and those outside quotes, starting at quote ``parity``.
 

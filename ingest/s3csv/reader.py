@@ -39,7 +39,6 @@ __all__ = [
     "iter_object",
     "list_objects",
     "read_range",
-    "read_range_buffer",
     "s3_client",
 ]
 
@@ -51,9 +50,6 @@ ZSTD_SUFFIXES = (".zst", ".zstd")
 ZSTD_INPUT_PIECE = 256 << 10
 # botocore retries the request, not the reading of a body that breaks half-way.
 BODY_READ_ATTEMPTS = 4
-# Bytes of a body read at a time into a caller's buffer (read_range_buffer): small enough
-# to stay in cache between the socket and the buffer.
-BUFFER_PIECE = 1 << 20
 _BODY_ERRORS = (
     ResponseStreamingError,
     ReadTimeoutError,
@@ -163,50 +159,6 @@ def read_range(
             f"s3://{bucket}/{key}: asked for {end - start} bytes at {start}, got {len(data)}"
         )
     return data
-
-
-def read_range_buffer(
-    client: S3Client, bucket: str, key: str, start: int, end: int, etag: str | None = None
-) -> bytearray:
-    """:func:`read_range` into a ``bytearray``, which the caller may trim in place.
-
-    A span keeps all but a few hundred bytes of what it fetched: cutting a ``bytes`` copies
-    tens of MB, while ``del buffer[:n]`` and ``del buffer[n:]`` on a bytearray do not
-    (CPython moves the start of a bytearray instead of its contents). The body is read in
-    pieces of ``BUFFER_PIECE`` bytes, each copied into place while it is still in the CPU's
-    cache (urllib3's ``readinto`` would read the whole body into ``bytes`` first, then copy).
-    """
-    size = end - start
-    buffer = bytearray(max(size, 0))
-    if size <= 0:
-        return buffer
-    byte_range = f"bytes={start}-{end - 1}"
-    for attempt in range(1, BODY_READ_ATTEMPTS + 1):
-        response = _get_object(client, bucket, key, etag, byte_range)
-        got = 0
-        try:
-            body = response["Body"]
-            while got < size:
-                piece = body.read(min(BUFFER_PIECE, size - got))
-                if not piece:
-                    break
-                buffer[got : got + len(piece)] = piece
-                got += len(piece)
-            if got == size and body.read(1):
-                got += 1  # longer than asked for: the object is not what it was
-            break
-        except _BODY_ERRORS:
-            if attempt == BODY_READ_ATTEMPTS:
-                raise
-        finally:
-            response["Body"].close()
-    if got != size:
-        raise ObjectChangedError(
-            f"s3://{bucket}/{key}: asked for {size} bytes at {start}, got {got} or more"
-            if got > size
-            else f"s3://{bucket}/{key}: asked for {size} bytes at {start}, got {got}"
-        )
-    return buffer
 
 
 def iter_object(

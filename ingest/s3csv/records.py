@@ -82,9 +82,7 @@ class _Layout:
     unterminated: bool  # the last record runs to the end of the data inside quotes
 
 
-def _layout(
-    data: bytes | bytearray, dialect: CsvDialect, scan: NewlineScan | None = None
-) -> _Layout:
+def _layout(data: bytes, dialect: CsvDialect, scan: NewlineScan | None = None) -> _Layout:
     if scan is None or scan.quotes is None:
         scan = scan_newlines(data, dialect.quote_byte, keep_quotes=True)
     starts = np.concatenate(([0], scan.record_ends + 1))
@@ -128,7 +126,7 @@ class _RangeParser:
 
     def __init__(
         self,
-        data: bytes | bytearray,
+        data: bytes,
         names: tuple[str, ...],
         dialect: CsvDialect,
         use_threads: bool,
@@ -206,7 +204,7 @@ class _RangeParser:
             RejectedRecord(
                 first_line + span.line,
                 base_offset + span.start,
-                bytes(self.data[span.start : span.end]),  # data may be a bytearray
+                self.data[span.start : span.end],
                 reason,
             )
             for slow in self.slow_parts
@@ -225,7 +223,7 @@ class _RangeParser:
 
 
 def parse_records(
-    data: bytes | bytearray,
+    data: bytes,
     *,
     header: Sequence[str] | bytes,
     dialect: CsvDialect,

@@ -24,7 +24,7 @@ def dead_letter_entries(
     spec: RangeSpec,
     schema: CsvSchema,
     names: tuple[str, ...],
-    data: bytes | bytearray,
+    data: bytes,
     base_offset: int,
     parsed: ParsedRange,
     result: TableValidation,
@@ -69,7 +69,7 @@ def dead_letter_entries(
 
 
 def raw_rows(
-    data: bytes | bytearray, base_offset: int, parsed: ParsedRange, positions: list[int]
+    data: bytes, base_offset: int, parsed: ParsedRange, positions: list[int]
 ) -> list[bytes]:
     """The raw bytes (no line terminator) of the rows at table ``positions``, from ``data``."""
     starts = np.union1d(
@@ -81,5 +81,5 @@ def raw_rows(
         start = int(parsed.byte_offsets[position])
         stop = int(bounds[np.searchsorted(bounds, start, side="right")])
         raw = data[start - base_offset : stop - base_offset]
-        out.append(bytes(raw.rstrip(b"\r\n")))  # data may be a bytearray
+        out.append(raw.rstrip(b"\r\n"))
     return out

@@ -83,7 +83,7 @@ def _line_starts(text: str, encoding: str) -> list[int]:
 
 
 def _parse_record(
-    raw: bytes | bytearray, span: RecordSpan, ncols: int, dialect: CsvDialect, out: SlowParse
+    raw: bytes, span: RecordSpan, ncols: int, dialect: CsvDialect, out: SlowParse
 ) -> None:
     # utf-8-sig would drop a BOM-like start of a record, and add one to each re-encoded line.
     encoding = "utf-8" if dialect.is_utf8 else dialect.encoding
@@ -117,7 +117,7 @@ def _parse_record(
 
 
 def parse_slowly(
-    data: bytes | bytearray, spans: Iterable[RecordSpan], ncols: int, dialect: CsvDialect
+    data: bytes, spans: Iterable[RecordSpan], ncols: int, dialect: CsvDialect
 ) -> SlowParse:
     """Parse the records ``spans`` of ``data`` one by one, expecting ``ncols`` fields."""
     out = SlowParse()

@@ -41,8 +41,7 @@ COUNT_POLL = 0.02
 LEDGER_TTL = 7 * 86400
 LF = b"\n"
 
-# (start, end) -> the object's bytes [start, end); a bytearray is trimmed in place, not copied.
-Reader = Callable[[int, int], bytes | bytearray]
+Reader = Callable[[int, int], bytes]  # (start, end) -> the object's bytes [start, end)
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class OwnRecords:
     """The records of one span: their bytes, offset in the object and first line number,
     and the newline scan of those bytes when it was made here (None: not made)."""
 
-    data: bytes | bytearray
+    data: bytes
     offset: int
     first_line: int
     scan: NewlineScan | None = None
@@ -122,7 +121,7 @@ def _prefix(
     return sum(n for n, _ in known.values()), sum(q for _, q in known.values())
 
 
-def _first_record_end(data: bytes | bytearray, start: int, parity: int, quote: int) -> int | None:
+def _first_record_end(data: bytes, start: int, parity: int, quote: int) -> int | None:
     """The position of the first LF outside quotes at or after ``start``, or None."""
     size = 64 << 10
     while True:
@@ -184,8 +183,8 @@ def read_own_records(
     after = int(np.searchsorted(ends, last))
     if after < len(ends) or fetched == object_size:
         finish = int(ends[after]) + 1 if after < len(ends) else len(data)
-        scan = _shifted(found, ends, first, finish)
-        return OwnRecords(_cut(data, first, finish), begin + first, first_line, scan)
+        own = data[first:finish]
+        return OwnRecords(own, begin + first, first_line, _shifted(found, ends, first, finish))
     # The last record runs past what was fetched: read on until it ends.
     tail_parity = (quotes_before + _between(quotes, 0, last)) & 1
     end = None
@@ -197,16 +196,7 @@ def read_own_records(
         fetched += len(more)
         end = _first_record_end(data, last, tail_parity, quote[0])
     finish = len(data) if end is None else end + 1
-    return OwnRecords(_cut(data, first, finish), begin + first, first_line)
-
-
-def _cut(data: bytes | bytearray, first: int, finish: int) -> bytes | bytearray:
-    """``data[first:finish]``; a bytearray is cut in place (no copy of the tens of MB kept)."""
-    if isinstance(data, bytearray):
-        del data[finish:]
-        del data[:first]
-        return data
-    return data[first:finish]
+    return OwnRecords(data[first:finish], begin + first, first_line)
 
 
 def _between(positions: np.ndarray, low: int, high: int) -> int:

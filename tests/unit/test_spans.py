@@ -44,17 +44,13 @@ def csv_bytes(rng: random.Random, rows: int, crlf: bool = False) -> bytes:
     return (ending.join(lines) + (ending if rng.random() < 0.7 else "")).encode()
 
 
-def own_spans(
-    data: bytes, span: int, order: list[int], ledger: Ledger, mutable: bool = False
-) -> list[OwnRecords]:
-    """Every span's own records; ``mutable``: the reader hands out bytearrays, as the worker's
-    does (``read_range_buffer``), which the span trims in place."""
+def own_spans(data: bytes, span: int, order: list[int], ledger: Ledger) -> list[OwnRecords]:
     header_end = data.index(b"\n") + 1
     reads: list[tuple[int, int]] = []
 
     def read(start: int, end: int) -> bytes:
         reads.append((start, end))
-        return bytearray(data[start:end]) if mutable else data[start:end]
+        return data[start:end]
 
     count = -(-len(data) // span)
     got = {}
@@ -86,10 +82,7 @@ def assert_scan_is_the_parsers(own: OwnRecords) -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("overlap", [3, 64 << 10])
-@pytest.mark.parametrize("mutable", [False, True])
-def test_spans_match_the_pre_pass(
-    seed: int, overlap: int, mutable: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_spans_match_the_pre_pass(seed: int, overlap: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # A small overlap makes spans read on past it to find their last record's end.
     monkeypatch.setattr(spans_module, "OVERLAP", overlap)
     rng = random.Random(seed)
@@ -99,7 +92,7 @@ def test_spans_match_the_pre_pass(
         order = list(range(count))
         if seed % 3 == 0:
             rng.shuffle(order)  # predecessors missing: counted by the span itself
-        spans = own_spans(data, span, order, Ledger(), mutable)
+        spans = own_spans(data, span, order, Ledger())
         expected = index_boundaries([data], len(data), span, DIALECT)
         non_empty = [s for s in spans if s.data]
         assert [(s.offset, s.offset + len(s.data)) for s in non_empty] == [
