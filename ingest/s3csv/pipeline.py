@@ -27,7 +27,7 @@ from ingest.s3csv.header import split_header
 from ingest.s3csv.imports import RangeSummary
 from ingest.s3csv.memory import retain_freed_memory
 from ingest.s3csv.output import output_table
-from ingest.s3csv.ranges import CsvDialect, CsvFormatError, NewlineScan
+from ingest.s3csv.ranges import MAX_HEADER_BYTES, CsvDialect, CsvFormatError, NewlineScan
 from ingest.s3csv.reader import iter_decompressed, read_range
 from ingest.s3csv.records import ParsedRange, parse_records
 from ingest.s3csv.rejects import dead_letter_entries
@@ -46,7 +46,7 @@ SUMMARY_TTL = 30 * 86400
 
 @dataclass
 class _Segment:
-    data: bytes
+    data: bytes | memoryview  # a span's records are a view of what it fetched
     names: tuple[str, ...]
     first_line: int
     base_offset: int
@@ -335,7 +335,8 @@ def _header_names(raw: bytes, dialect: CsvDialect) -> tuple[str, ...]:
         raise PermanentError(f"unreadable CSV header: {exc}") from exc
 
 
-def _positional_names(data: bytes, dialect: CsvDialect) -> tuple[str, ...]:
-    first = data.split(b"\n", 1)[0]
+def _positional_names(data: bytes | memoryview, dialect: CsvDialect) -> tuple[str, ...]:
+    head = data if isinstance(data, bytes) else bytes(data[:MAX_HEADER_BYTES])
+    first = head.split(b"\n", 1)[0]
     count = first.count(dialect.delimiter.encode()) + 1
     return tuple(f"column_{i + 1}" for i in range(count))

@@ -24,7 +24,7 @@ def dead_letter_entries(
     spec: RangeSpec,
     schema: CsvSchema,
     names: tuple[str, ...],
-    data: bytes,
+    data: bytes | memoryview,
     base_offset: int,
     parsed: ParsedRange,
     result: TableValidation,
@@ -69,7 +69,7 @@ def dead_letter_entries(
 
 
 def raw_rows(
-    data: bytes, base_offset: int, parsed: ParsedRange, positions: list[int]
+    data: bytes | memoryview, base_offset: int, parsed: ParsedRange, positions: list[int]
 ) -> list[bytes]:
     """The raw bytes (no line terminator) of the rows at table ``positions``, from ``data``."""
     starts = np.union1d(
@@ -80,6 +80,6 @@ def raw_rows(
     for position in positions:
         start = int(parsed.byte_offsets[position])
         stop = int(bounds[np.searchsorted(bounds, start, side="right")])
-        raw = data[start - base_offset : stop - base_offset]
+        raw = bytes(data[start - base_offset : stop - base_offset])
         out.append(raw.rstrip(b"\r\n"))
     return out
