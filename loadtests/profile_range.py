@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from devstack import MotoServer, RedisServer, cpu_seconds  # noqa: E402
 from ingest.config import load_settings  # noqa: E402
+from loadtests.range_ceilings import parquet_columns, pyarrow_ceiling  # noqa: E402
 
 __all__ = ["main"]
 
@@ -228,70 +229,6 @@ def _profile(run: Any, html: Path | None) -> None:
     print("top 15 by own time\n" + out.getvalue())
 
 
-def _pyarrow_ceiling(data: bytes, repeat: int) -> tuple[float, float]:
-    """pyarrow's ``read_csv`` of the range's bytes: CPU ms/MB on one thread, MB/s threaded.
-
-    The same bytes in the same process and minutes as the range runs, so the ratio to it
-    carries over between machines and loads better than either figure alone.
-    """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    data = data[: data.rfind(b"\n") + 1]  # a span ends mid-record: its last one is cut
-    mb = len(data) / 1e6
-    # The cut may fall inside a quoted field: a malformed last row is skipped, not an error.
-    parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: "skip")
-    one, wall = [], []
-    for _ in range(repeat):
-        started = time.process_time()
-        pacsv.read_csv(
-            pa.py_buffer(data),
-            read_options=pacsv.ReadOptions(use_threads=False),
-            parse_options=parse,
-        )
-        one.append(time.process_time() - started)
-        started = time.perf_counter()
-        pacsv.read_csv(pa.py_buffer(data), parse_options=parse)
-        wall.append(time.perf_counter() - started)
-    return statistics.median(one) * 1e3 / mb, mb / statistics.median(wall)
-
-
-def _parquet_columns(table: Any, size: int, repeat: int) -> str:
-    """What each stored column costs the Parquet write: CPU ms per MB of input, and bytes.
-
-    Each leaf is written alone, inside its struct as the sink writes it, with the sink's
-    own ``write_parquet``; the sum is below the whole write (per-file and struct costs).
-    """
-    import pyarrow as pa
-
-    from ingest.sinks.file import write_parquet
-
-    mb = size / 1e6
-    lines = [f"Parquet write, each column alone (CPU ms per MB of input; best of {repeat}):"]
-
-    def cost(part: Any) -> tuple[float, int]:
-        best, written = float("inf"), 0
-        for _ in range(repeat):
-            out = io.BytesIO()
-            started = time.process_time()
-            write_parquet(part, out)
-            best = min(best, time.process_time() - started)
-            written = out.tell()
-        return best * 1e3 / mb, written
-
-    total, written = cost(table)
-    lines.append(f"  {'(whole table)':<30} {total:6.2f}  {written / 1e6:7.2f} MB")
-    for top in table.column_names:
-        column = table.column(top).combine_chunks()
-        for index, field in enumerate(column.type):
-            child = pa.StructArray.from_arrays([column.field(index)], fields=[field])
-            part = pa.table({top: child})
-            spent, written = cost(part)
-            label = f"{top}.{field.name}"
-            lines.append(f"  {label:<30} {spent:6.2f}  {written / 1e6:7.2f} MB  {field.type}")
-    return "\n".join(lines)
-
-
 def _stages(
     processor: Any,
     spec: Any,
@@ -299,7 +236,7 @@ def _stages(
     repeat: int,
     client: Any,
     servers: dict[str, int],
-    parquet_columns: bool = False,
+    by_column: bool = False,
 ) -> None:
     """Run the range ``repeat`` times under a :class:`StageTimer`; print the median ms/MB."""
     timer = StageTimer.for_range_processor(processor)
@@ -328,14 +265,14 @@ def _stages(
     from ingest.s3csv.reader import read_range
 
     data = read_range(processor.s3, spec.bucket, spec.key, spec.start, spec.end, spec.etag)
-    cpu, rate = _pyarrow_ceiling(data, repeat)
+    cpu, rate = pyarrow_ceiling(data, repeat)
     body = statistics.median(run.total for run in runs) * 1e3 / (size / 1e6)
     print(
         f"pyarrow read_csv of the same bytes: {cpu:.2f} ms/MB on one thread, "
         f"{rate:.0f} MB/s threaded; the range costs {body / cpu:.2f} times its parse"
     )
-    if parquet_columns and written:
-        print(_parquet_columns(written[0], size, repeat))
+    if by_column and written:
+        print(parquet_columns(written[0], size, repeat))
 
 
 def main(argv: list[str] | None = None) -> int:
