@@ -125,9 +125,12 @@ def key_field_identities(frame: Any, fields: Sequence[str]) -> np.ndarray:
         if pa.types.is_temporal(column.type):
             column = column.cast(pa.int64())
         texts.append(pc.cast(column, pa.string()))
-    joined = pc.binary_join_element_wise(
-        *texts, "\x1f", null_handling="replace", null_replacement="\x00"
-    )
+    if len(texts) == 1 and not texts[0].null_count:
+        joined = texts[0]  # what the join below gives for one column without nulls, uncopied
+    else:
+        joined = pc.binary_join_element_wise(
+            *texts, "\x1f", null_handling="replace", null_replacement="\x00"
+        )
     return identities_from_digests(sha256_digests(joined))
 
 

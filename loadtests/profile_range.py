@@ -9,6 +9,7 @@ dependency), cProfile otherwise. Examples::
     .venv/bin/python loadtests/profile_range.py --rows 300000 --range-size 33554432
     .venv/bin/python loadtests/profile_range.py --no-dedup --html /tmp/range.html
     .venv/bin/python loadtests/profile_range.py --stages --repeat 5
+    .venv/bin/python loadtests/profile_range.py --csv big.csv --stages --parquet-columns
 
 Running in-process, without Celery, keeps the profile to the range's own work: S3 read,
 boundary scan, parse, validation, hashing, dedup claims, provenance and the sink write.
@@ -17,6 +18,9 @@ boundary scan, parse, validation, hashing, dedup claims, provenance and the sink
 range id each time), and prints the CPU milliseconds per MB of each step (this process's
 ``time.process_time``, so other load on the machine barely moves it) plus the CPU the Redis
 and moto servers spent for it: on a 2-core node their cycles come out of the same budget.
+It then parses the same bytes with pyarrow's ``read_csv`` (one thread), the ceiling the
+import is compared with, and with ``--parquet-columns`` prints what each stored column
+costs the Parquet write.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from devstack import MotoServer, RedisServer, cpu_seconds  # noqa: E402
 from ingest.config import load_settings  # noqa: E402
+from loadtests.range_ceilings import parquet_columns, pyarrow_ceiling  # noqa: E402
 
 __all__ = ["main"]
 
@@ -55,6 +60,7 @@ class StageRun:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.faults: dict[str, int] = {}  # minor page faults by step (children taken out)
         self.external: dict[str, float] = {}
         self._stack: list[list[float]] = []  # [start, time spent in children]
         self.total = 0.0
@@ -66,15 +72,22 @@ class StageRun:
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
-        self._stack.append([time.process_time(), 0.0])
+        self._stack.append([time.process_time(), 0.0, _minor_faults(), 0])
         try:
             yield
         finally:
-            start, children = self._stack.pop()
+            start, children, faults, child_faults = self._stack.pop()
             spent = time.process_time() - start
+            faulted = _minor_faults() - int(faults)
             self.seconds[name] = self.seconds.get(name, 0.0) + spent - children
+            self.faults[name] = self.faults.get(name, 0) + faulted - int(child_faults)
             if self._stack:
                 self._stack[-1][1] += spent
+                self._stack[-1][3] += faulted
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 class StageTimer:
@@ -144,13 +157,23 @@ class StageTimer:
         """Median CPU ms per MB of each step over ``runs``."""
         mb = size / 1e6
         names = list(dict.fromkeys(n for run in runs for n in run.seconds))
-        lines = [f"CPU ms per MB, median of {len(runs)} runs of a {mb:.1f} MB range:"]
+        lines = [
+            f"CPU ms per MB, median of {len(runs)} runs of a {mb:.1f} MB range "
+            "(and minor page faults per MB):"
+        ]
 
-        def row(label: str, values: list[float]) -> None:
-            lines.append(f"  {label:<28} {statistics.median(values) * 1e3 / mb:7.2f}")
+        def row(label: str, values: list[float], faults: list[int] | None = None) -> None:
+            line = f"  {label:<28} {statistics.median(values) * 1e3 / mb:7.2f}"
+            if faults is not None:
+                line += f"  {statistics.median(faults) / mb:7.0f}"
+            lines.append(line)
 
         for name in names:
-            row(name, [run.seconds.get(name, 0.0) for run in runs])
+            row(
+                name,
+                [run.seconds.get(name, 0.0) for run in runs],
+                [run.faults.get(name, 0) for run in runs],
+            )
         row("other (pipeline glue)", [run.total - sum(run.seconds.values()) for run in runs])
         row("= this process", [run.total for run in runs])
         for name in dict.fromkeys(n for run in runs for n in run.external):
@@ -207,10 +230,24 @@ def _profile(run: Any, html: Path | None) -> None:
 
 
 def _stages(
-    processor: Any, spec: Any, size: int, repeat: int, client: Any, servers: dict[str, int]
+    processor: Any,
+    spec: Any,
+    size: int,
+    repeat: int,
+    client: Any,
+    servers: dict[str, int],
+    by_column: bool = False,
 ) -> None:
     """Run the range ``repeat`` times under a :class:`StageTimer`; print the median ms/MB."""
     timer = StageTimer.for_range_processor(processor)
+    written: list[Any] = []
+    write_table = processor.sink.write_table
+
+    def keep_table(name: str, table: Any) -> Any:
+        written[:] = [table]
+        return write_table(name, table)
+
+    processor.sink.write_table = keep_table
     runs = []
     for attempt in range(repeat):
         client.flushdb()
@@ -225,6 +262,17 @@ def _stages(
         runs.append(run)
     print(f"summary of the last run: {summary.model_dump()}")
     print(StageTimer.report(runs, size))
+    from ingest.s3csv.reader import read_range
+
+    data = read_range(processor.s3, spec.bucket, spec.key, spec.start, spec.end, spec.etag)
+    cpu, rate = pyarrow_ceiling(data, repeat)
+    body = statistics.median(run.total for run in runs) * 1e3 / (size / 1e6)
+    print(
+        f"pyarrow read_csv of the same bytes: {cpu:.2f} ms/MB on one thread, "
+        f"{rate:.0f} MB/s threaded; the range costs {body / cpu:.2f} times its parse"
+    )
+    if by_column and written:
+        print(parquet_columns(written[0], size, repeat))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--html", type=Path, default=None, help="also write pyinstrument HTML")
     parser.add_argument("--stages", action="store_true", help="CPU ms/MB per step, no profiler")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the range with --stages")
+    parser.add_argument(
+        "--parquet-columns",
+        action="store_true",
+        help="with --stages: also the Parquet write's CPU and bytes per stored column",
+    )
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="profile-range-"))
@@ -289,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         processor = RangeProcessor(settings, rt.s3, rt.sink, rt.schemas, rt.dedup, rt.dlq, rt.redis)
         if args.stages:
             servers = {"redis-server": redis_server.pid, "moto": s3.pid}
-            _stages(processor, spec, size, args.repeat, rt.redis, servers)
+            _stages(processor, spec, size, args.repeat, rt.redis, servers, args.parquet_columns)
             return 0
         result: dict[str, Any] = {}
 

@@ -69,7 +69,7 @@ def _batches(starts: np.ndarray, batch_bytes: int) -> list[tuple[int, int]]:
 
 
 def record_digests(
-    data: bytes, starts: np.ndarray, ends: np.ndarray, newlines: np.ndarray
+    data: bytes | memoryview, starts: np.ndarray, ends: np.ndarray, newlines: np.ndarray
 ) -> np.ndarray:
     """Return the SHA-256 digests, shape ``(n, 32)``, of the records ``data[starts[i]:ends[i]]``.
 
@@ -81,11 +81,12 @@ def record_digests(
         digests = _polars_digests(data, starts, ends)
         if digests is not None:
             return digests
-    return _hashlib_digests(data, starts, ends, newlines)
+    # The fallback splits and slices ``data`` as bytes; a view is copied once for it.
+    return _hashlib_digests(bytes(data), starts, ends, newlines)
 
 
 def record_hex_digests(
-    data: bytes, starts: np.ndarray, ends: np.ndarray, newlines: np.ndarray
+    data: bytes | memoryview, starts: np.ndarray, ends: np.ndarray, newlines: np.ndarray
 ) -> pa.StringArray:
     """:func:`record_digests` as lower-case hex, the form contentHash is stored in.
 
@@ -99,7 +100,9 @@ def record_hex_digests(
     return hex_digests(record_digests(data, starts, ends, newlines))
 
 
-def _polars_hex(data: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray | None:
+def _polars_hex(
+    data: bytes | memoryview, starts: np.ndarray, ends: np.ndarray
+) -> pa.StringArray | None:
     """The hex digests by polars-hash as a string array, or None if the spans are unsorted."""
     text = _polars_hex_text(data, starts, ends)
     if text is None:
@@ -109,7 +112,9 @@ def _polars_hex(data: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.StringA
     return text
 
 
-def _polars_digests(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+def _polars_digests(
+    data: bytes | memoryview, starts: np.ndarray, ends: np.ndarray
+) -> np.ndarray | None:
     """The digests by polars-hash, or None if the spans are not in order (then use hashlib)."""
     text = _polars_hex_text(data, starts, ends)
     if text is None:
@@ -125,7 +130,9 @@ def _polars_digests(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.nda
     return np.frombuffer(raw, dtype=np.uint8).reshape(count, DIGEST_SIZE)
 
 
-def _polars_hex_text(data: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.Array | None:
+def _polars_hex_text(
+    data: bytes | memoryview, starts: np.ndarray, ends: np.ndarray
+) -> pa.Array | None:
     """polars-hash's hex digests of the spans (checked: 64 digits each), None if unsorted."""
     count = len(starts)
     # One binary array over ``data`` as it is, no copy: its elements alternate between the

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,22 +17,23 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import redis
-from pydantic import BaseModel
 
 from ingest.circuit import breaker_for
 from ingest.config import Settings
 from ingest.dedup import DedupIndex, identities_from_hex_column, key_field_identities
-from ingest.dlq import DeadLetterQueue, row_entry, task_entry
+from ingest.dlq import DeadLetterQueue, task_entry
 from ingest.errors import PermanentError
-from ingest.provenance import ProvenanceBuilder, constant_text_column
 from ingest.s3csv.header import split_header
 from ingest.s3csv.imports import RangeSummary
 from ingest.s3csv.memory import retain_freed_memory
-from ingest.s3csv.ranges import CsvDialect, CsvFormatError, NewlineScan
+from ingest.s3csv.output import output_table
+from ingest.s3csv.ranges import MAX_HEADER_BYTES, CsvDialect, CsvFormatError, NewlineScan
 from ingest.s3csv.reader import iter_decompressed, read_range
 from ingest.s3csv.records import ParsedRange, parse_records
+from ingest.s3csv.rejects import dead_letter_entries
 from ingest.s3csv.segments import split_stream
 from ingest.s3csv.spans import SpanLedger, read_own_records
+from ingest.s3csv.spec import RangeSpec, range_identity
 from ingest.schemas import CsvSchema, SchemaRegistry
 from ingest.schemas.arrow import TableValidation
 from ingest.sinks import Sink
@@ -44,63 +44,9 @@ log = logging.getLogger(__name__)
 SUMMARY_TTL = 30 * 86400
 
 
-class RangeSpec(BaseModel):
-    """What a range task is given: the bytes to read and the import they belong to."""
-
-    importId: str
-    rangeId: str
-    index: int
-    bucket: str
-    key: str
-    etag: str | None
-    start: int
-    end: int
-    firstLine: int
-    headerB64: str | None = None  # the object's header record; None: the range starts at 0
-    compressed: bool = False
-    # Bytes this range accounts for in the import's progress (range 0 also owns the header).
-    countedBytes: int | None = None
-    schema_name: str
-    schemaVersion: str
-    purpose: str
-    classification: str | None = None
-    mapping: dict[str, str] = {}
-    ingestedBy: str
-    parentId: str | None = None
-    # Set by the planner for a nominal span of a large object that finds its own records
-    # (ingest.s3csv.spans): start/end are then the span, not record boundaries.
-    spanSize: int | None = None
-    objectSize: int | None = None
-    bodyStart: int = 0  # where the records after the header start (span 0 starts there)
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-
-def range_identity(
-    bucket: str,
-    key: str,
-    etag: str | None,
-    start: int,
-    end: int,
-    schema: str,
-    version: str,
-    mapping: dict[str, str],
-    purpose: str,
-    classification: str | None,
-) -> str:
-    """A range's identity: the same object version, bytes and processing give the same id."""
-    material = json.dumps(
-        [bucket, key, etag, start, end, schema, version, mapping, purpose, classification],
-        sort_keys=True,
-    )
-    return hashlib.sha256(material.encode()).hexdigest()[:40]
-
-
 @dataclass
 class _Segment:
-    data: bytes
+    data: bytes | memoryview  # a span's records are a view of what it fetched
     names: tuple[str, ...]
     first_line: int
     base_offset: int
@@ -344,6 +290,19 @@ class RangeProcessor:
         keep = self.dedup.claim(f"s3:{spec.schema_name}", owner, ids)
         return positions, keep
 
+    # The steps profiled on their own (loadtests/profile_range.py --stages).
+    def _dead_letter_rows(
+        self,
+        spec: RangeSpec,
+        schema: CsvSchema,
+        segment: _Segment,
+        parsed: ParsedRange,
+        result: TableValidation,
+    ) -> list[Any]:
+        return dead_letter_entries(
+            spec, schema, segment.names, segment.data, segment.base_offset, parsed, result
+        )
+
     def _output_table(
         self,
         spec: RangeSpec,
@@ -353,103 +312,7 @@ class RangeProcessor:
         positions: np.ndarray,
         keep: np.ndarray,
     ) -> pa.Table:
-        n = len(positions)
-        every_row = n == parsed.table.num_rows  # the common case: no take() needed
-
-        def pick(array: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-            # Chunked columns stay chunked: Table.to_struct_array copes, a copy costs.
-            return array if every_row else array.take(pa.array(positions, type=pa.int64()))
-
-        # Validated rows are Arrow already (schema.validate_table): no pandas round trip.
-        valid = result.valid if result.valid.num_rows == n else result.valid.filter(pa.array(keep))
-        data = valid
-        builder = ProvenanceBuilder(
-            source_id=f"{spec.bucket}/{spec.key}",
-            source_type="S3",
-            source_uri=spec.uri,
-            purpose=spec.purpose,
-            classification=spec.classification,
-            ingested_by=spec.ingestedBy,
-            batch_id=spec.rangeId,
-            parent_id=spec.parentId,
-            transformations=_transformations(spec, schema),
-        )
-        columns = builder.common_columns(n)
-        columns["contentHash"] = pick(parsed.content_hashes)
-        columns["observedAt"] = self._observed_at(schema, spec, parsed, valid, pick, n)
-        columns["objectEtag"] = constant_text_column(spec.etag, n)
-        columns["lineNumber"] = _int64s(parsed.line_numbers, positions, every_row)
-        columns["byteOffset"] = _int64s(parsed.byte_offsets, positions, every_row)
-        provenance = _struct_column(columns, n)
-        # Columns of a table may be chunked differently: no copy into one chunk needed.
-        if data.num_columns and n:
-            record: pa.Array | pa.ChunkedArray = data.to_struct_array()
-        elif data.num_columns:
-            record = pa.StructArray.from_arrays(
-                [pa.array([], type=f.type) for f in data.schema], data.column_names
-            )
-        else:
-            record = pa.array([{}] * n)
-        return pa.table({"data": record, "provenance": provenance})
-
-    def _observed_at(
-        self, schema: CsvSchema, spec: RangeSpec, parsed: ParsedRange, valid: Any, pick: Any, n: int
-    ) -> pa.Array:
-        column = schema.observed_at_column
-        if column is None or n == 0 or column not in valid.column_names:
-            return pa.nulls(n, type=pa.string())
-        source = {v: k for k, v in spec.mapping.items()}.get(column, column)
-        custom = column in (schema.options.datetime_formats or {})
-        if not custom and source in parsed.table.column_names:
-            # The source text already passed ISO 8601 parsing; formatting it again costs
-            # microseconds a row, so provenance keeps the observation time as written.
-            return pick(parsed.table.column(source))
-        return _format_timestamps(valid.column(column), n)
-
-    def _dead_letter_rows(
-        self,
-        spec: RangeSpec,
-        schema: CsvSchema,
-        segment: _Segment,
-        parsed: ParsedRange,
-        result: TableValidation,
-    ) -> list[Any]:
-        common: dict[str, Any] = {
-            "import_id": spec.importId,
-            "schema": schema.name,
-            "purpose": spec.purpose,
-            "classification": spec.classification,
-            "mapping": spec.mapping,
-            "header": list(segment.names),
-        }
-        entries = [
-            row_entry(
-                object_uri=spec.uri,
-                etag=spec.etag or "",
-                line=r.line_number,
-                offset=r.byte_offset,
-                raw=r.raw,
-                reason=r.reason,
-                **common,
-            )
-            for r in parsed.rejected
-        ]
-        if result.rejects:
-            raw_rows = _raw_rows(segment, parsed, [r.position for r in result.rejects])
-            for reject, raw in zip(result.rejects, raw_rows, strict=True):
-                entries.append(
-                    row_entry(
-                        object_uri=spec.uri,
-                        etag=spec.etag or "",
-                        line=int(parsed.line_numbers[reject.position]),
-                        offset=int(parsed.byte_offsets[reject.position]),
-                        raw=raw,
-                        reason=reject.reason,
-                        failure_cases=reject.failure_cases,
-                        **common,
-                    )
-                )
-        return entries
+        return output_table(spec, schema, parsed, result, positions, keep)
 
     # -- summaries -------------------------------------------------------------------------
     def _summary_key(self, range_id: str, part: str) -> str:
@@ -472,57 +335,8 @@ def _header_names(raw: bytes, dialect: CsvDialect) -> tuple[str, ...]:
         raise PermanentError(f"unreadable CSV header: {exc}") from exc
 
 
-def _positional_names(data: bytes, dialect: CsvDialect) -> tuple[str, ...]:
-    first = data.split(b"\n", 1)[0]
+def _positional_names(data: bytes | memoryview, dialect: CsvDialect) -> tuple[str, ...]:
+    head = data if isinstance(data, bytes) else bytes(data[:MAX_HEADER_BYTES])
+    first = head.split(b"\n", 1)[0]
     count = first.count(dialect.delimiter.encode()) + 1
     return tuple(f"column_{i + 1}" for i in range(count))
-
-
-def _transformations(spec: RangeSpec, schema: CsvSchema) -> tuple[str, ...]:
-    steps = [f"schema:{schema.name}@{schema.version}"]
-    if spec.mapping:
-        steps.append("mapping:" + ",".join(f"{k}->{v}" for k, v in sorted(spec.mapping.items())))
-    if spec.parentId:
-        steps.append("dlq-retry")
-    return tuple(steps)
-
-
-def _int64s(values: np.ndarray, positions: np.ndarray, every_row: bool) -> pa.Array:
-    """Per-row lineage numbers of the stored rows, without a copy when every row is stored."""
-    chosen = values if every_row else values[positions]
-    return pa.array(np.asarray(chosen, dtype=np.int64), type=pa.int64())
-
-
-def _struct_column(columns: dict[str, Any], n: int) -> pa.Array | pa.ChunkedArray:
-    """One struct column of ``columns``, which may be arrays or differently chunked columns."""
-    if n == 0:
-        arrays = [
-            c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in columns.values()
-        ]
-        return pa.StructArray.from_arrays(arrays, list(columns))
-    return pa.table(columns).to_struct_array()
-
-
-def _format_timestamps(values: Any, n: int) -> pa.Array:
-    import pyarrow.compute as pc
-
-    array = values if isinstance(values, pa.ChunkedArray | pa.Array) else pa.array(values)
-    if not pa.types.is_timestamp(array.type):
-        return pc.cast(array, pa.string())
-    text = pc.strftime(array, format="%Y-%m-%dT%H:%M:%S")
-    return pc.binary_join_element_wise(text, pa.scalar("Z"), "")
-
-
-def _raw_rows(segment: _Segment, parsed: ParsedRange, positions: list[int]) -> list[bytes]:
-    """The raw bytes of rows by table position, from the segment's buffer."""
-    starts = np.union1d(
-        parsed.byte_offsets, np.array([r.byte_offset for r in parsed.rejected], dtype=np.int64)
-    )
-    bounds = np.append(starts, segment.base_offset + len(segment.data))
-    out = []
-    for position in positions:
-        start = int(parsed.byte_offsets[position])
-        stop = int(bounds[np.searchsorted(bounds, start, side="right")])
-        raw = segment.data[start - segment.base_offset : stop - segment.base_offset]
-        out.append(raw.rstrip(b"\r\n"))
-    return out

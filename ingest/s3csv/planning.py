@@ -8,7 +8,6 @@ from typing import Any
 
 from ingest.config import Settings
 from ingest.s3csv.imports import ImportRequest, parse_s3_uri
-from ingest.s3csv.pipeline import RangeSpec, range_identity
 from ingest.s3csv.ranges import (
     MAX_HEADER_BYTES,
     CsvDialect,
@@ -17,6 +16,7 @@ from ingest.s3csv.ranges import (
     scan_newlines,
 )
 from ingest.s3csv.reader import ObjectInfo, is_compressed, iter_object, list_objects
+from ingest.s3csv.spec import RangeSpec, range_identity
 from ingest.schemas import SchemaRegistry
 
 __all__ = ["ImportPlan", "plan_import"]

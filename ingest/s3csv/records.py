@@ -82,14 +82,16 @@ class _Layout:
     unterminated: bool  # the last record runs to the end of the data inside quotes
 
 
-def _layout(data: bytes, dialect: CsvDialect, scan: NewlineScan | None = None) -> _Layout:
+def _layout(
+    data: bytes | memoryview, dialect: CsvDialect, scan: NewlineScan | None = None
+) -> _Layout:
     if scan is None or scan.quotes is None:
         scan = scan_newlines(data, dialect.quote_byte, keep_quotes=True)
     starts = np.concatenate(([0], scan.record_ends + 1))
     stops = np.concatenate((scan.record_ends, [len(data)]))
     if starts[-1] >= len(data):  # data ends with a record terminator: no trailing record
         starts, stops = starts[:-1], stops[:-1]
-    elif scan.parity and data.endswith(b"\n"):
+    elif scan.parity and data[-1:] == b"\n":
         stops[-1] -= 1  # an unclosed quote swallows the last LF; still report it as the end
     as_bytes = np.frombuffer(data, dtype=np.uint8)
     # strip_line_terminator semantics: a CR right before the LF (or the end) is not content.
@@ -126,7 +128,7 @@ class _RangeParser:
 
     def __init__(
         self,
-        data: bytes,
+        data: bytes | memoryview,
         names: tuple[str, ...],
         dialect: CsvDialect,
         use_threads: bool,
@@ -204,7 +206,7 @@ class _RangeParser:
             RejectedRecord(
                 first_line + span.line,
                 base_offset + span.start,
-                self.data[span.start : span.end],
+                bytes(self.data[span.start : span.end]),
                 reason,
             )
             for slow in self.slow_parts
@@ -223,7 +225,7 @@ class _RangeParser:
 
 
 def parse_records(
-    data: bytes,
+    data: bytes | memoryview,
     *,
     header: Sequence[str] | bytes,
     dialect: CsvDialect,
@@ -248,7 +250,7 @@ def parse_records(
     if isinstance(header, str):
         raise TypeError("header must be the raw header bytes or a sequence of column names")
     names = parse_header(header, dialect) if isinstance(header, bytes) else validate_names(header)
-    if base_offset == 0 and data.startswith(UTF8_BOM):
+    if base_offset == 0 and data[: len(UTF8_BOM)] == UTF8_BOM:
         data, base_offset, scan = data[len(UTF8_BOM) :], len(UTF8_BOM), None
     parser = _RangeParser(data, names, dialect, use_threads, scan)
     blocks = _blocks(parser.layout, len(data), block_size)

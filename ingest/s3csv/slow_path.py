@@ -117,12 +117,12 @@ def _parse_record(
 
 
 def parse_slowly(
-    data: bytes, spans: Iterable[RecordSpan], ncols: int, dialect: CsvDialect
+    data: bytes | memoryview, spans: Iterable[RecordSpan], ncols: int, dialect: CsvDialect
 ) -> SlowParse:
     """Parse the records ``spans`` of ``data`` one by one, expecting ``ncols`` fields."""
     out = SlowParse()
     for span in spans:
-        _parse_record(data[span.start : span.end], span, ncols, dialect, out)
+        _parse_record(bytes(data[span.start : span.end]), span, ncols, dialect, out)
     return out
 
 

@@ -49,7 +49,7 @@ class OwnRecords:
     """The records of one span: their bytes, offset in the object and first line number,
     and the newline scan of those bytes when it was made here (None: not made)."""
 
-    data: bytes
+    data: bytes | memoryview  # a view of the fetched bytes, not a copy of tens of MB
     offset: int
     first_line: int
     scan: NewlineScan | None = None
@@ -183,7 +183,7 @@ def read_own_records(
     after = int(np.searchsorted(ends, last))
     if after < len(ends) or fetched == object_size:
         finish = int(ends[after]) + 1 if after < len(ends) else len(data)
-        own = data[first:finish]
+        own = memoryview(data)[first:finish]
         return OwnRecords(own, begin + first, first_line, _shifted(found, ends, first, finish))
     # The last record runs past what was fetched: read on until it ends.
     tail_parity = (quotes_before + _between(quotes, 0, last)) & 1

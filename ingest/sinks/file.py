@@ -109,6 +109,26 @@ class FileSink:
         except Exception as exc:  # any storage error is the sink's, and retryable
             raise SinkError(f"cannot write {self.location(relative)}: {exc}") from exc
 
+    def _put_file(self, relative: str, write: Callable[[str], object]) -> None:
+        """Store the local file ``write`` writes at the path it is given as ``relative``,
+        atomically. Given a path, pyarrow writes through its own file, not through a Python
+        file object one page at a time (measured: about 0.5 ms of CPU less per MB of input
+        for a range's Parquet file)."""
+        target = self.root / relative
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write(str(tmp))
+            descriptor = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(tmp, target)
+        except Exception as exc:  # any storage error is the sink's, and retryable
+            tmp.unlink(missing_ok=True)
+            raise SinkError(f"cannot write {self.location(relative)}: {exc}") from exc
+
     def write_records(self, name: str, records: Sequence[dict[str, Any]]) -> WriteResult:
         relative = _safe_name(name) + ".jsonl"
         if self._exists(relative):
@@ -137,7 +157,10 @@ class FileSink:
         if self._exists(relative):
             return WriteResult(self.location(relative), 0, table.num_rows)
         # Straight into the (temporary) file: no second copy of the whole file in memory.
-        self._put_with(relative, lambda fh: write_parquet(table, fh))
+        if self.scheme == "file":
+            self._put_file(relative, lambda path: _write_parquet_file(table, path))
+        else:
+            self._put_with(relative, lambda fh: write_parquet(table, fh))
         return WriteResult(self.location(relative), table.num_rows, 0)
 
     def check(self) -> None:
@@ -167,8 +190,12 @@ def write_parquet(table: pa.Table, where: Any) -> None:
     batch shares) are written as their one dictionary entry and a run of indices, with no
     hashing or compressing of repeated text. Statistics (min/max) are kept for numbers and
     times, where readers prune on them; on text (hashes, free text, one value per batch)
-    they prune nothing and were a seventh of the write.
+    they prune nothing and were a seventh of the write. Top-level struct columns without
+    nulls (``data`` and ``provenance`` always) are written as required groups: every leaf
+    then has one definition level less to compute and encode, and readers see the same
+    values (files with and without it read together as one dataset).
     """
+    table = _required_structs(table)
     leaves = _leaf_types(table.schema)
     dictionaries = [p for p, kind in leaves if pa.types.is_dictionary(kind)]
     pq.write_table(
@@ -177,10 +204,7 @@ def write_parquet(table: pa.Table, where: Any) -> None:
         compression="zstd",
         compression_level=1,
         use_dictionary=dictionaries or False,
-        # Row lineage (line numbers, byte offsets) rises row by row: delta-encoded it is a
-        # few bits a row before compression, and cheaper to compress (measured: -0.3 ms/MB,
-        # -3% file size on the benchmark's file).
-        column_encoding={p: "DELTA_BINARY_PACKED" for p in _lineage(leaves)} or None,
+        column_encoding=_encodings(leaves) or None,
         write_statistics=[p for p, kind in leaves if not _is_text(kind)] or False,
         row_group_size=128 * 1024,
         # Without the Arrow schema in the footer, readers see the dictionary columns as the
@@ -188,6 +212,46 @@ def write_parquet(table: pa.Table, where: Any) -> None:
         # which pandas shows as categorical): the stored format stays "strings".
         store_schema=False,
     )
+
+
+def _write_parquet_file(table: pa.Table, path: str) -> None:
+    """:func:`write_parquet` to a local file through Arrow's own file (no URI parsing)."""
+    with pa.OSFile(path, "wb") as out:
+        write_parquet(table, out)
+
+
+def _required_structs(table: pa.Table) -> pa.Table:
+    """``table`` with its top-level struct columns that hold no null marked non-nullable."""
+    fields = [
+        field.with_nullable(False)
+        if field.nullable and pa.types.is_struct(field.type) and not column.null_count
+        else field
+        for field, column in zip(table.schema, table.columns, strict=True)
+    ]
+    if fields == list(table.schema):
+        return table
+    schema = pa.schema(fields, metadata=table.schema.metadata)
+    return pa.Table.from_arrays(table.columns, schema=schema)
+
+
+def _encodings(leaves: list[tuple[str, pa.DataType]]) -> dict[str, str]:
+    """Encodings other than PLAIN, by leaf path.
+
+    Row lineage (line numbers, byte offsets) rises row by row: delta-encoded it is a few bits
+    a row before compression, and cheaper to compress (measured: -0.3 ms/MB, -3% file size
+    on the benchmark's file). ``contentHash`` is 64 hex digits a row: DELTA_LENGTH_BYTE_ARRAY
+    stores the lengths apart (all equal: next to nothing) and the digits back to back, which
+    zstd compresses faster and smaller than PLAIN's length-digits-length-digits (measured on
+    a 33.6 MB range: -0.5 to -1.2 ms of CPU per MB of input, file -3.4%). Both encodings
+    are in the Parquet format since 2.0 and every current reader decodes them.
+    """
+    encodings = {p: "DELTA_BINARY_PACKED" for p in _lineage(leaves)}
+    for path, kind in leaves:
+        if path == "provenance.contentHash" and (
+            pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        ):
+            encodings[path] = "DELTA_LENGTH_BYTE_ARRAY"
+    return encodings
 
 
 def _lineage(leaves: list[tuple[str, pa.DataType]]) -> list[str]:

@@ -46,3 +46,15 @@ def test_identity_is_the_documented_hash() -> None:
 def test_single_key_field() -> None:
     ids = key_field_identities(frame(), ["id"])
     assert ids[0] == ids[2] == ids[3] and ids[0] != ids[1]
+
+
+def test_single_key_field_identity_is_the_hash_of_its_text() -> None:
+    # One column without nulls is hashed as it is; with a null, the null is U+0000.
+    complete = pd.DataFrame({"id": pd.Series(["a", "b"], dtype="string[pyarrow]")})
+    ids = key_field_identities(complete, ["id"])
+    assert list(ids) == list(
+        identities_from_hex([hashlib.sha256(b"a").hexdigest(), hashlib.sha256(b"b").hexdigest()])
+    )
+    with_null = key_field_identities(frame(), ["id"])
+    assert with_null[0] == ids[0]
+    assert with_null[4] == identities_from_hex([hashlib.sha256(b"\x00").hexdigest()])[0]

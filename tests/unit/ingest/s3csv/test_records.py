@@ -297,6 +297,41 @@ class TestRangesAgreeWithTheWhole:
             assert split.blank_lines == whole.blank_lines
 
     @pytest.mark.parametrize("seed", range(20))
+    def test_a_view_of_the_bytes_parses_as_the_bytes(self, seed: int) -> None:
+        # A span hands the parser a view of what it fetched (no copy): same rows, lineage,
+        # rejects (their raw bytes as bytes) and blank lines, on clean and dirty data.
+        data = random_csv(random.Random(seed), dirty=seed % 2 == 1)
+        header = split_header(data, DIALECT)
+        fetched = b"padding" + data + b"tail"
+        results = [
+            parse_records(
+                body,
+                header=list(header.names),
+                dialect=DIALECT,
+                first_line=header.first_line,
+                base_offset=header.end,
+                block_size=64,
+            )
+            for body in (
+                data[header.end :],
+                memoryview(fetched)[7 + header.end : 7 + len(data)],
+            )
+        ]
+        plain, view = results
+        assert rows(view) == rows(plain) and lineage(view) == lineage(plain)
+        assert view.rejected == plain.rejected and view.blank_lines == plain.blank_lines
+        assert all(type(r.raw) is bytes for r in view.rejected)
+        for viewed in (memoryview(UTF8_BOM + b"1,2\n"), memoryview(b"1,2\n")):
+            headerless = parse_records(
+                viewed,
+                header=["a", "b"],
+                dialect=CsvDialect(header=False),
+                first_line=1,
+                base_offset=0,
+            )
+            assert rows(headerless) == [["1", "2"]]
+
+    @pytest.mark.parametrize("seed", range(20))
     def test_the_slow_path_reads_what_the_fast_path_reads(
         self, seed: int, monkeypatch: pytest.MonkeyPatch
     ) -> None:

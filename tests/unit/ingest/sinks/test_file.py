@@ -88,6 +88,40 @@ class TestWrites:
         stored = [r.record for r in sink.iter_records()]
         assert [r["data"]["id"] for r in stored] == [0, 1, 2, 3]
 
+    def test_parquet_layout_keeps_the_values(self, sink_dir: Path) -> None:
+        # Required groups, a delta-length hash column and dictionary steps are physical
+        # choices only: the records read back are the ones written, next to older files.
+        import pyarrow.parquet as pq
+
+        sink = FileSink(f"file://{sink_dir}")
+        rows = events(3)
+        table = pa.Table.from_pylist(rows)
+        steps = pa.array(
+            [["schema:x@1"]] * 3, type=pa.list_(pa.dictionary(pa.int32(), pa.string()))
+        )
+        provenance = table.column("provenance").combine_chunks()
+        fields = [f for f in provenance.type if f.name != "transformations"]
+        arrays = [provenance.field(f.name) for f in fields] + [steps]
+        names = [f.name for f in fields] + ["transformations"]
+        table = pa.table(
+            {"data": table.column("data"), "provenance": pa.StructArray.from_arrays(arrays, names)}
+        )
+        sink.write_table("s3/new", table)
+        pq.write_table(pa.Table.from_pylist(events(1, 3)), sink_dir / "s3" / "old.parquet")
+        path = sink_dir / "s3" / "new.parquet"
+        schema = pq.ParquetFile(path).schema
+        assert "required group field_id=-1 provenance" in str(schema)
+        column = [schema.column(i).path for i in range(len(schema))].index("provenance.contentHash")
+        encodings = pq.ParquetFile(path).metadata.row_group(0).column(column).encodings
+        assert "DELTA_LENGTH_BYTE_ARRAY" in encodings
+        stored = pq.read_table(path).to_pylist()
+        assert [r["provenance"]["contentHash"] for r in stored] == [
+            r["provenance"]["contentHash"] for r in rows
+        ]
+        assert {tuple(r["provenance"]["transformations"]) for r in stored} == {("schema:x@1",)}
+        together = pq.read_table(sink_dir / "s3")  # old and new files as one dataset
+        assert sorted(r["data"]["id"] for r in together.to_pylist()) == [0, 1, 2, 3]
+
     @pytest.mark.parametrize("name", ["", "../escape", "a/../../b", "/"])
     def test_batch_names_cannot_escape_the_root(self, sink_dir: Path, name: str) -> None:
         with pytest.raises(ValueError):
