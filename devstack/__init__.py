@@ -167,9 +167,12 @@ class ManagedProcess:
 
 
 class RedisServer(ManagedProcess):
-    """Debian's redis-server with AOF persistence (appendfsync everysec) and noeviction."""
+    """Debian's redis-server with AOF persistence (``appendfsync everysec`` unless told) and
+    noeviction."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, appendfsync: str = "everysec"
+    ) -> None:
         self.port = port or free_port()
         self.workdir = workdir
         binary = shutil.which("redis-server")
@@ -189,7 +192,7 @@ class RedisServer(ManagedProcess):
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "everysec",
+                appendfsync,
                 "--save",
                 "",
                 "--maxmemory-policy",

@@ -13,7 +13,10 @@ from devstack import RedisServer
 
 @pytest.fixture()
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
+    # appendfsync always: with everysec, a Redis whose background fsync runs late (a busy
+    # disk) may answer writes it has not yet written to the AOF for up to 2 s, and a kill -9
+    # then loses them (see docs/guarantees.md). These tests prove what `always` guarantees.
+    server = RedisServer(tmp_path / "redis", appendfsync="always").start()
     try:
         yield server
     finally:
