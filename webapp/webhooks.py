@@ -21,11 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-import gevent
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
-from werkzeug.wsgi import get_current_url
 
 from ingest.config import ConfigError, HttpConfig, Settings
 from ingest.metrics import Reason
@@ -33,20 +31,13 @@ from ingest.ratelimit import RateDecision, TokenBucket, ratelimit_headers
 from ingest.tracing import traceparent
 from ingest.webhooks.bodies import (
     BodyError,
-    BodyTimedOut,
-    MediaKind,
     ParsedEvent,
-    check_content_encoding,
-    check_media_type,
-    decode_body,
-    read_body,
 )
 from ingest.webhooks.idempotency import ClaimOutcome, IdempotencyStore, idempotency_key
 from ingest.webhooks.intake import WebhookSource, webhook_sources
 from ingest.webhooks.providers import (
     decode_event,
     event_observed_at,
-    media_kind,
     provider_key,
     request_target,
     slack_challenge,
@@ -56,6 +47,7 @@ from ingest.webhooks.signatures import SignatureError, verify_signature
 from ingest.webhooks.stream import EventStreams, Refused, entry_fields
 from webapp.errors import ApiError, error_response
 from webapp.observability import note_webhook_reason
+from webapp.webhook_requests import base_url, lowered_headers, read_request, refusal
 
 __all__ = ["Answer", "Services", "bp", "receive_single", "services_for"]
 
@@ -66,17 +58,6 @@ POOL_SIZE, POOL_WAIT = 128, 2.0
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 REDIS_DOWN = "Redis (rate limits, idempotency keys, event streams) is unreachable; retry later"
 T = TypeVar("T")
-_BASE_URL_INPUTS = (
-    "wsgi.url_scheme",
-    "HTTP_HOST",
-    "SERVER_NAME",
-    "SERVER_PORT",
-    "SCRIPT_NAME",
-    "PATH_INFO",
-)
-_BASE_URLS_KEPT = 256
-_BODY_HEADERS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
-_base_urls: dict[tuple[Any, ...], str] = {}
 _services_lock = threading.Lock()
 
 
@@ -104,19 +85,6 @@ class Answer:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     reason: Reason | None = None
-
-
-def refusal(
-    status: int,
-    message: str,
-    headers: dict[str, str] | None = None,
-    reason: Reason | None = None,
-    **fields: Any,
-) -> ApiError:
-    """An :class:`ApiError` carrying the metrics reason its answer counts under."""
-    error = ApiError(status, message, headers, **fields)
-    error.reason = reason  # type: ignore[attr-defined]
-    return error
 
 
 @bp.record_once
@@ -186,89 +154,11 @@ def source_of(services: Services, name: str) -> WebhookSource:
     return found
 
 
-def read_request(
-    services: Services,
-    environ: Mapping[str, Any],
-    allow_ndjson: bool,
-    source: WebhookSource | None = None,
-) -> tuple[bytes, MediaKind]:
-    """The decoded body and its media kind, or the 415/413/408/400 that refuses it.
-
-    With ``source``, the media types its provider sends are accepted (form bodies for Twilio
-    and Slack commands)."""
-    limit, seconds = services.http.max_body_bytes, services.http.body_timeout
-    try:
-        gzipped = check_content_encoding(environ.get("HTTP_CONTENT_ENCODING"))
-        ctype = environ.get("CONTENT_TYPE")
-        if source is not None:
-            kind = media_kind(source, ctype, allow_ndjson)
-        else:
-            kind = check_media_type(ctype, allow_ndjson)
-        length = _content_length(environ)
-        stream = environ["wsgi.input"]
-        if length is None and not environ.get("wsgi.input_terminated"):
-            raw = b""  # as werkzeug: no length and no chunked framing means no body
-        else:
-            # gunicorn's gevent worker has no deadline for a body: without this a client that
-            # sends headers and then stalls would hold its connection and greenlet for good.
-            late = BodyTimedOut(f"the request body did not arrive within {seconds:g} s")
-            with gevent.Timeout(seconds, late):
-                raw = read_body(stream.read, length, limit)
-        return decode_body(raw, gzipped, limit), kind
-    except BodyTimedOut as exc:
-        # The rest of the body may still come: close rather than read it as the next request.
-        raise refusal(exc.status, exc.message, {"Connection": "close"}) from None
-    except BodyError as exc:
-        raise refusal(exc.status, exc.message) from None
-
-
-def _content_length(environ: Mapping[str, Any]) -> int | None:
-    text = environ.get("CONTENT_LENGTH")
-    if not text:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        return None
-    return value if value >= 0 else None
-
-
-def lowered_headers(environ: Mapping[str, Any]) -> dict[str, str]:
-    """The request's headers by lower-case name, read once from the WSGI environ.
-
-    WSGI holds one value per name (the server joins repeats), as werkzeug's ``Headers`` does.
-    """
-    found = {
-        name[5:].replace("_", "-").lower(): value
-        for name, value in environ.items()
-        if name.startswith("HTTP_") and name not in _BODY_HEADERS
-    }
-    for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):  # as werkzeug: from these, when not empty
-        if environ.get(name):
-            found[name.replace("_", "-").lower()] = environ[name]
-    return found
-
-
 def verify(source: WebhookSource, body: bytes, headers: Mapping[str, str]) -> None:
     try:
         verify_signature(source.signature, headers, body)
     except SignatureError:
         raise refusal(401, "signature verification failed") from None
-
-
-def base_url(environ: Mapping[str, Any]) -> str:
-    """The request's URL without its query, remembered by the environ values it is made of.
-
-    A webhook endpoint sees the same few URLs all day; at most ``_BASE_URLS_KEPT`` are kept,
-    so Host headers made up by clients cannot grow the table.
-    """
-    key = tuple(environ.get(name) for name in _BASE_URL_INPUTS)
-    found = _base_urls.get(key)
-    if found is None:
-        found = get_current_url(cast(Any, environ), strip_querystring=True)
-        if len(_base_urls) < _BASE_URLS_KEPT:
-            _base_urls[key] = found
-    return found
 
 
 def charge(services: Services, source: WebhookSource, cost: int) -> list[RateDecision]:
