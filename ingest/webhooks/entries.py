@@ -51,9 +51,10 @@ class StreamEntry:
             ]
         texts = f["E"].split("\n")
         ids, observed, hashes = json.loads(f["K"]), json.loads(f["O"]), f["H"]
-        if not len(texts) == len(ids) == len(observed) == len(hashes) // 64 == self.size:
+        accepted = f.get("A") or "N" * len(texts)  # which of the request's events to store
+        if not len(texts) == len(ids) == len(observed) == len(hashes) // 64 == len(accepted):
             raise ValueError(f"stream entry {self.id} is not a well-formed batch entry")
-        return [
+        events = [
             {
                 "eventJson": text,
                 "eventId": event_id,
@@ -62,8 +63,14 @@ class StreamEntry:
                 "receivedAtEpoch": epoch,
                 "observedAt": seen,
             }
-            for i, (text, event_id, seen) in enumerate(zip(texts, ids, observed, strict=True))
+            for i, (text, event_id, seen, code) in enumerate(
+                zip(texts, ids, observed, accepted, strict=True)
+            )
+            if code == "N"
         ]
+        if len(events) != self.size:
+            raise ValueError(f"stream entry {self.id} is not a well-formed batch entry")
+        return events
 
     def terms(self) -> tuple[str, str, str | None]:
         """What every event of one stored batch shares: source URI, purpose, classification."""

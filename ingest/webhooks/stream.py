@@ -28,9 +28,9 @@ requests of one process share round trips under load, each still its own atomic 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import redis
@@ -63,6 +63,7 @@ __all__ = [
 ]
 
 GROUP = "store"  # the consumer group every worker's drain tasks read through
+_JSON_LIST = json.JSONEncoder(separators=(",", ":"))  # ASCII: a batch entry's K and O texts
 SOURCES_KEY = "ingest:wh:sources"  # a set of every source name that has a stream
 WAKE_CHANNEL = "ingest:wh:wake"  # Pub/Sub: a source name, when its stream has new events
 KICK_MS = 5  # at most one wake-up per source in this many milliseconds
@@ -137,9 +138,11 @@ return out
 # Many events of one source (a batch request, already charged), appended as one entry. KEYS:
 # stream, kick, waiting counter, then one idempotency key per event ('' for none). ARGV: TTL
 # in ms, high-water mark, the wake channel, the source, s (how many ARGV the entry's shared
-# field/value pairs take), those pairs, then per event: its mark, canonical JSON, id (a JSON
-# string), content hash and observedAt (JSON). Returns {'B', waiting} when full, else the codes
-# (a character per event) and each duplicate's result.
+# field/value pairs take), those pairs, then the request's events as four texts (E, K, H, O:
+# see entry_fields), then each event's content mark. The texts go into the entry as they
+# are; when some claims are not new, the entry's A field says which events were accepted
+# (one character per event, 'N' for accepted). Returns {'B', waiting} when full, else the
+# codes (a character per event) and each duplicate's result.
 _ACCEPT_BATCH = (
     CLAIM_LUA
     + """
@@ -149,33 +152,29 @@ if high > 0 then
   local length = tonumber(redis.call('GET', waiting) or '0')
   if length >= high then return {'B', tostring(length)} end
 end
-local codes, out = {}, {''}
-local events, ids, hashes, observed = {}, {}, {}, {}
-local at = 6 + s
-for i = 4, #KEYS do
-  local mark = ARGV[at]
+local codes, out, n = {}, {''}, 0
+local marks = 9 + s
+for i = 1, #KEYS - 3 do
+  local key, mark = KEYS[3 + i], ARGV[marks + i]
   local code, payload = 'N', ''
-  if KEYS[i] ~= '' then
-    local value = redis.call('SET', KEYS[i], mark, 'NX', 'PX', ARGV[1], 'GET')
+  if key ~= '' then
+    local value = redis.call('SET', key, mark, 'NX', 'PX', ARGV[1], 'GET')
     if value then code, payload = judge(value, mark) end
   end
   if code == 'N' then
-    local n = #events + 1
-    events[n], ids[n] = ARGV[at + 1], ARGV[at + 2]
-    hashes[n], observed[n] = ARGV[at + 3], ARGV[at + 4]
+    n = n + 1
   elseif code == 'D' then
     out[#out + 1] = payload
   end
-  codes[#codes + 1] = code
-  at = at + 5
+  codes[i] = code
 end
-local n = #events
+out[1] = table.concat(codes)
 if n > 0 then
   local fields = {}
   for i = 1, s do fields[i] = ARGV[5 + i] end
-  local more = {'n', tostring(n), 'E', table.concat(events, '\\n'),
-    'K', '[' .. table.concat(ids, ',') .. ']', 'H', table.concat(hashes),
-    'O', '[' .. table.concat(observed, ',') .. ']'}
+  local more = {'n', tostring(n), 'E', ARGV[6 + s], 'K', ARGV[7 + s], 'H', ARGV[8 + s],
+    'O', ARGV[9 + s]}
+  if n < #codes then more[#more + 1] = 'A'; more[#more + 1] = out[1] end
   for _, v in ipairs(more) do fields[#fields + 1] = v end
   redis.call('XADD', stream, '*', unpack(fields))
   redis.call('INCRBY', waiting, n)
@@ -183,7 +182,6 @@ if n > 0 then
     redis.call('PUBLISH', ARGV[3], ARGV[4])
   end
 end
-out[1] = table.concat(codes)
 return out
 """.replace("KICK_MS", str(KICK_MS))
 )
@@ -222,9 +220,10 @@ def entry_fields(
     Purpose and classification travel with each event, so a later config change or a DLQ
     replay stores it under the terms it was accepted with. A batch request's entry has the
     fields its events share (:func:`batch_entry_shared`: ``r``, ``u``, ``p``, ``c``, ``t``) and,
-    for the events accepted, ``n`` (their count), ``E`` (their canonical JSON, one per line:
-    canonical JSON holds no raw newline), ``K`` (their ids, a JSON array), ``H`` (their content
-    hashes, 64 hex digits each, end to end) and ``O`` (their observedAt, a JSON array).
+    for the request's events, ``E`` (their canonical JSON, one per line: canonical JSON holds no
+    raw newline), ``K`` (their ids, a JSON array), ``H`` (their content hashes, 64 hex digits
+    each, end to end), ``O`` (their observedAt, a JSON array), ``n`` (how many were accepted)
+    and, when not all were, ``A`` (one character per event, ``N`` for the accepted ones).
     """
     fields = [
         "e", event_json,
@@ -341,17 +340,19 @@ class EventStreams:
         self.ensure_group(source)
         store = self._keys
         keys: list[str | bytes] = [stream_key(source), kick_key(source), waiting_key(source)]
+        if store is None:
+            keys += [""] * len(items)
+        else:
+            keys += ["" if key is None else store.redis_key(source, key) for key, *_ in items]
         args: list[Any] = [store.ttl_ms if store else 1, self._high, WAKE_CHANNEL, source]
         args += [len(shared), *shared]
-        for key, content_hash, event_json, event_id, observed in items:
-            keys.append("" if key is None or store is None else store.redis_key(source, key))
-            args += [
-                content_mark(content_hash),
-                event_json,
-                encode_basestring_ascii(event_id),
-                content_hash,
-                "null" if observed is None else encode_basestring_ascii(observed),
-            ]
+        args += [
+            "\n".join(event_json for _, _, event_json, _, _ in items),
+            _JSON_LIST.encode([event_id for _, _, _, event_id, _ in items]),
+            "".join(content_hash for _, content_hash, _, _, _ in items),
+            _JSON_LIST.encode([observed for _, _, _, _, observed in items]),
+        ]
+        args += [content_mark(content_hash) for _, content_hash, _, _, _ in items]
         reply = self._batch(keys, args)
         if _text(reply[0]) == "B":
             return Refused(int(_text(reply[1])))
