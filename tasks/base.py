@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +19,12 @@ __all__ = ["IngestTask", "backoff_seconds", "runtime"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+# A retry limit never reached. Not None: ``Task.retry(max_retries=None)`` means the task's own
+# limit (Celery's default of 3), after which retry() raises the error and the message is
+# acknowledged as failed, which would drop work that is only waiting for room in the DLQ.
+FOREVER = sys.maxsize
 
 
 def runtime() -> Runtime:
@@ -42,9 +49,14 @@ class IngestTask(Task):
         return settings.celery.max_retries
 
     def run_with_retries(
-        self, work: Callable[[], T], on_give_up: Callable[[BaseException], T]
+        self,
+        work: Callable[[], T],
+        on_give_up: Callable[[BaseException], T],
+        on_blocked: Callable[[], None] | None = None,
     ) -> T:
-        """Run ``work``; retry retryable errors with backoff, hand the rest to ``on_give_up``."""
+        """Run ``work``; retry retryable errors with backoff, hand the rest to ``on_give_up``.
+
+        ``on_blocked`` is told each time the work waits for room in a full DLQ."""
         try:
             return work()
         except Exception as exc:
@@ -55,8 +67,9 @@ class IngestTask(Task):
                 log.error(
                     "task %s cannot dead-letter its rejects: %s; retrying later", self.name, exc
                 )
+                _tell(on_blocked)
                 cap = runtime().settings.s3csv.retry_backoff_max
-                raise self.retry(exc=exc, countdown=cap, max_retries=None) from exc
+                raise self.retry(exc=exc, countdown=cap, max_retries=FOREVER) from exc
             if is_retryable(exc) and retries < self.max_attempt_retries():
                 cap = runtime().settings.s3csv.retry_backoff_max
                 countdown = getattr(exc, "retry_after", None) or backoff_seconds(retries, cap)
@@ -76,9 +89,19 @@ class IngestTask(Task):
                 # Nothing accepted may be dropped: the work stays queued until the DLQ has
                 # room (an operator retries or purges entries), however long that takes.
                 log.error("task %s cannot be dead-lettered: %s; retrying later", self.name, full)
+                _tell(on_blocked)
                 cap = runtime().settings.s3csv.retry_backoff_max
-                raise self.retry(exc=full, countdown=cap, max_retries=None) from full
+                raise self.retry(exc=full, countdown=cap, max_retries=FOREVER) from full
 
     def describe(self) -> dict[str, Any]:
         """What the DLQ keeps about this task run."""
         return {"taskName": self.name, "taskId": self.request.id, "retries": self.request.retries}
+
+
+def _tell(on_blocked: Callable[[], None] | None) -> None:
+    if on_blocked is None:
+        return
+    try:
+        on_blocked()
+    except Exception:  # Redis away: the stall bound starts with a later wait
+        log.warning("could not record a wait for room in the DLQ", exc_info=True)

@@ -28,7 +28,7 @@ from ingest.s3csv.pipeline import RangeProcessor, RangeSpec
 from ingest.s3csv.planning import plan_import
 from ingest.s3csv.sweeper import stall_entry_id
 from ingest.s3csv.watches import watched_objects
-from tasks.base import IngestTask, runtime
+from tasks.base import FOREVER, IngestTask, runtime
 from tasks.names import QUEUE_CONTROL, QUEUE_RANGES
 
 __all__ = ["close_chunk", "process_range", "scan_import"]
@@ -208,10 +208,12 @@ def process_range(self: Task, spec: dict[str, Any]) -> dict[str, Any]:
             return _settle(range_spec, summary)
         except (redis.RedisError, OSError) as lost:
             # Dead-lettered but not credited: run again later; the DLQ entry is kept once.
-            raise self.retry(exc=lost, countdown=5, max_retries=None) from lost
+            raise self.retry(exc=lost, countdown=5, max_retries=FOREVER) from lost
 
     try:
-        summary = self.run_with_retries(work, on_give_up=give_up)
+        summary = self.run_with_retries(
+            work, on_give_up=give_up, on_blocked=lambda: book.block(import_id)
+        )
     except Retry as retry:
         _hold_lease_over_retry(import_id, range_id, retry)
         raise

@@ -15,6 +15,8 @@ Layout in Redis, per import (``{ns}:{importId}:...``):
 - ``specs``: hash range id -> the range task's spec (JSON), to dispatch it again;
 - ``progress``: the last time anything of the import moved (a lease taken or renewed, a
   result), for the stall bound;
+- ``blocked``: since when a range of the import has been waiting for room in the DLQ (its
+  retries take leases, which count as progress), cleared when a range gets its result;
 
 and ``{ns}:ledger:active``, the set of imports the sweepers look at.
 """
@@ -164,6 +166,19 @@ class ImportLedger:
         """The range has its result (credited before this call): ``done`` or ``failed``."""
         state = "failed" if failed else "done"
         self._settle(keys=self._keys(import_id), args=[range_id, state, self.clock(), self.ttl])
+        self.client.delete(self._key(import_id, "blocked"))
+
+    def block(self, import_id: str) -> None:
+        """A range of the import cannot put its rejects into the DLQ (it is full) and waits
+        for room: from the first such wait until a range gets its result, the stall bound
+        counts, whatever leases the waiting range's retries take."""
+        self.client.set(self._key(import_id, "blocked"), self.clock(), nx=True, ex=self.ttl)
+
+    def blocked_seconds(self, import_id: str, now: float | None = None) -> float:
+        """Seconds a range of the import has been waiting for room in the DLQ (0: none)."""
+        now = self.clock() if now is None else now
+        raw = self.client.get(self._key(import_id, "blocked"))
+        return max(0.0, now - float(raw)) if raw else 0.0
 
     @contextmanager
     def heartbeat(self, import_id: str, member: str) -> Iterator[None]:

@@ -8,7 +8,8 @@ One pass looks at every active import:
   idle for a lease: while other ranges of it start, its message is most likely just queued;
 - when every dispatched range has its result, the next chunk is dispatched, or the import
   is closed ``succeeded``/``failed`` — whether or not a chord callback ran;
-- an import with no progress at all for ``s3csv.stallTimeout`` ends ``failed``: every range
+- an import with no progress at all for ``s3csv.stallTimeout``, or whose range has waited
+  that long for room in a full DLQ with no range finishing, ends ``failed``: every range
   still without a result is credited as failed and dead-lettered (``ingest dlq retry``
   finishes it), so no import stays ``running``. A range that completes later still counts
   and turns the import ``succeeded`` (see ``ImportStore.recover_range``).
@@ -26,7 +27,7 @@ from typing import Any
 
 import redis
 
-from ingest.dlq import DeadLetterQueue, entry_id_for, task_entry
+from ingest.dlq import DeadLetterQueue, DeadLetterQueueFull, entry_id_for, task_entry
 from ingest.errors import PermanentError
 from ingest.metrics import observe_import_closed_by_sweeper, observe_redispatch
 from ingest.s3csv.imports import ImportStatus, ImportStore, RangeSummary
@@ -81,8 +82,9 @@ class LedgerSweeper:
             return
         now = self.ledger.clock()
         idle = self.ledger.idle_seconds(import_id, now)
-        if idle >= self.stall_timeout:
-            self._give_up(import_id, state, idle, report)
+        blocked = self.ledger.blocked_seconds(import_id, now)
+        if idle >= self.stall_timeout or blocked >= self.stall_timeout:
+            self._give_up(import_id, state, idle, report, blocked)
             return
         for member in self.ledger.due(import_id, now):
             self._redispatch(import_id, member, idle, now, report)
@@ -136,14 +138,23 @@ class LedgerSweeper:
 
     # -- the stall bound -------------------------------------------------------------------------
     def _give_up(
-        self, import_id: str, state: dict[str, Any], idle: float, report: SweepReport
+        self,
+        import_id: str,
+        state: dict[str, Any],
+        idle: float,
+        report: SweepReport,
+        blocked: float = 0.0,
     ) -> None:
         # One sweeper at a time; one that dies midway leaves the claim to expire and the
         # next repeats the (idempotent) steps.
         claim = f"{self.store.namespace}:{import_id}:stall-claim"
         if not self.store.client.set(claim, 1, nx=True, ex=max(30, int(self.stall_timeout))):
             return
-        reason = f"no progress for {idle:.0f} s (s3csv.stallTimeout {self.stall_timeout:.0f} s)"
+        bound = f"s3csv.stallTimeout {self.stall_timeout:.0f} s"
+        if blocked >= self.stall_timeout:
+            reason = f"waiting {blocked:.0f} s for room in the full DLQ ({bound})"
+        else:
+            reason = f"no progress for {idle:.0f} s ({bound})"
         if state["status"] == "queued":
             self._dead_letter_scan(import_id, state, reason)
         else:
@@ -154,9 +165,20 @@ class LedgerSweeper:
             log.error("import %s failed: %s", import_id, reason)
         self.ledger.forget(import_id)
 
+    def _dead_letter(self, import_id: str, exc: Exception, entry: Any) -> None:
+        """Dead-letter what the stall bound gave up on; with the DLQ full, say so in the
+        import's errors instead (the waiting task still holds the work, and completes the
+        import when it finally runs)."""
+        try:
+            self.dlq.add(entry)
+        except DeadLetterQueueFull as full:
+            self.store.add_error(import_id, f"{exc}; not dead-lettered: {full}")
+
     def _dead_letter_scan(self, import_id: str, state: dict[str, Any], reason: str) -> None:
         exc = PermanentError(f"the scan of {state['uri']} did not finish: {reason}")
-        self.dlq.add(
+        self._dead_letter(
+            import_id,
+            exc,
             task_entry(
                 task_name="ingest.s3.scan",
                 task_id=f"stall-{import_id}",
@@ -165,7 +187,7 @@ class LedgerSweeper:
                 exc=exc,
                 source=state["uri"],
                 import_id=import_id,
-            )
+            ),
         )
         self.store.add_error(import_id, str(exc))
 
@@ -178,7 +200,9 @@ class LedgerSweeper:
                 continue
             where = f"s3://{spec['bucket']}/{spec['key']} bytes {spec['start']}-{spec['end']}"
             exc = PermanentError(f"{where}: no result: {reason}")
-            self.dlq.add(
+            self._dead_letter(
+                import_id,
+                exc,
                 task_entry(
                     task_name="ingest.s3.range",
                     task_id=f"stall-{import_id}-{range_id}",
@@ -188,7 +212,7 @@ class LedgerSweeper:
                     source=f"s3://{spec['bucket']}/{spec['key']}",
                     import_id=import_id,
                     extra={"rangeId": range_id},
-                )
+                ),
             )
             summary = RangeSummary(rangeId=range_id, failed=True, error=str(exc))
             self.store.credit_range(import_id, summary)

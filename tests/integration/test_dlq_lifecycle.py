@@ -149,14 +149,20 @@ def test_failed_scan_ends_the_import_failed_and_replays(
     wait_for(succeeded, 60, 0.3, "the replayed import to succeed")
 
 
-def test_a_full_dlq_keeps_the_range_retrying_instead_of_losing_it(
+def test_a_full_dlq_keeps_the_range_retrying_and_the_import_still_ends(
     fast_retries: dict[str, str], procs: ProcessGroup, s3_client: Any, bucket: str
 ) -> None:
     import redis
 
     from ingest.dlq import DeadLetterQueue, row_entry
 
-    env = dict(fast_retries, INGEST_DLQ__MAX_ENTRIES="8")
+    # A short lease (so the sweeper looks every second) and stall bound.
+    env = dict(
+        fast_retries,
+        INGEST_DLQ__MAX_ENTRIES="8",
+        INGEST_S3CSV__LEASE_SECONDS="4",
+        INGEST_S3CSV__STALL_TIMEOUT="6",
+    )
     dlq = DeadLetterQueue(redis.Redis.from_url(env["INGEST_REDIS_URL"]), max_entries=8)
     dlq.add(
         row_entry(
@@ -196,6 +202,11 @@ def test_a_full_dlq_keeps_the_range_retrying_instead_of_losing_it(
     wait_for(lambda: (store.get(import_id) or {}).get("status") == "running", 60, 0.2, "running")
     assert dlq.depth() == 1  # the 8 rows do not fit beside it: the range waits, not lost
     assert (store.get(import_id) or {})["rowsStored"] == 0
+    # The stall bound still ends the import, saying why; the range keeps waiting for room.
+    wait_for(lambda: (store.get(import_id) or {}).get("status") == "failed", 60, 0.2, "failed")
+    errors = (store.get(import_id) or {})["errors"]
+    assert any("room in the full DLQ" in e for e in errors), errors
+    assert dlq.depth() == 2  # the placeholder, and the stall bound's entry for the range
     dlq.purge()
     wait_for(
         lambda: (store.get(import_id) or {}).get("status") == "succeeded",
