@@ -74,9 +74,9 @@ def provenance_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def provenance_verify(path_or_uri: str, as_json: bool) -> None:
     """Check every stored record under PATH_OR_URI; exit 0 only when all hold."""
+    from ingest.provenance.verify import records_at, verify_records
     from ingest.runtime import Runtime
     from ingest.sinks import SinkError
-    from ingest.verify import records_at, verify_records
 
     s3 = Runtime(settings_or_exit()).s3 if path_or_uri.startswith("s3://") else None
     try:

@@ -111,8 +111,8 @@ def web_app(
 
     import redis
 
-    from ingest.metrics import use_multiprocess_values
-    from ingest.metrics_dir import prepare_metrics_dir
+    from ingest.observability.metrics import use_multiprocess_values
+    from ingest.observability.metrics_dir import prepare_metrics_dir
 
     redis.Redis.from_url(redis_url).flushdb()
     metrics_dir = prepare_metrics_dir(None, f"profile-{os.getpid()}")

@@ -236,7 +236,7 @@ def send_webhooks(base: str, stack: Stack, count: int = 200) -> dict[str, Any]:
     )
 
     def stored() -> int:
-        from ingest.verify import records_at
+        from ingest.provenance.verify import records_at
 
         found = sum(
             1
@@ -302,7 +302,7 @@ def send_provider_events(base: str, stack: Stack) -> dict[str, Any]:
     )
 
     def stored() -> int:
-        from ingest.verify import records_at
+        from ingest.provenance.verify import records_at
 
         wanted = {f"evt_demo_{run}", f"demo{run}"}
         found = [
@@ -333,8 +333,8 @@ def dlq_summary(base: str, stack: Stack) -> dict[str, Any]:
 
 def verify_sink(stack: Stack) -> dict[str, Any]:
     from ingest.config import load_settings
+    from ingest.provenance.verify import records_at, verify_records
     from ingest.runtime import Runtime
-    from ingest.verify import records_at, verify_records
 
     uri = stack.env["INGEST_SINK_URI"]
     s3 = Runtime(load_settings(stack.env)).s3 if uri.startswith("s3://") else None

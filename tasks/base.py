@@ -12,7 +12,7 @@ from celery import Task
 
 from ingest.dlq import DeadLetterQueueFull
 from ingest.errors import is_retryable
-from ingest.metrics import observe_task_dead_lettered
+from ingest.observability.metrics import observe_task_dead_lettered
 from ingest.runtime import Runtime, get_runtime
 
 __all__ = ["IngestTask", "backoff_seconds", "runtime"]

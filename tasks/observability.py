@@ -16,13 +16,18 @@ from typing import Any
 
 from celery import Task, current_app, signals
 
-from ingest import metrics
 from ingest.config import Settings
-from ingest.logs import bind_log_context, clear_log_context, configure_logging, log_context
-from ingest.metrics_dir import MetricsDir, active_metrics_dir, metrics_dir_for
-from ingest.metrics_exposition import MetricsServer, scrape_registry, start_metrics_server
+from ingest.observability import metrics
+from ingest.observability.exposition import MetricsServer, scrape_registry, start_metrics_server
+from ingest.observability.logs import (
+    bind_log_context,
+    clear_log_context,
+    configure_logging,
+    log_context,
+)
+from ingest.observability.metrics_dir import MetricsDir, active_metrics_dir, metrics_dir_for
+from ingest.observability.tracing import configure_tracing, tracing_active
 from ingest.runtime import get_runtime
-from ingest.tracing import configure_tracing, tracing_active
 from tasks.task_context import REQUEST_ID_HEADER, task_log_fields
 from tasks.webhook_metrics import observe_published_batch, observe_stored_batch
 
@@ -104,7 +109,7 @@ def _worker_starting(sender: Any = None, **_: Any) -> None:
     global _worker
     from sentry_sdk.integrations.celery import CeleryIntegration
 
-    from ingest.error_reporting import init_error_reporting
+    from ingest.observability.error_reporting import init_error_reporting
 
     settings = _settings()
     metrics.set_known_sources(settings.http.sources)

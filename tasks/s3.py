@@ -20,7 +20,7 @@ from celery.exceptions import Retry
 
 from ingest.dlq import task_entry
 from ingest.errors import PermanentError
-from ingest.metrics import observe_import_range
+from ingest.observability.metrics import observe_import_range
 from ingest.runtime import Runtime
 from ingest.s3csv.imports import ImportStore, RangeSummary
 from ingest.s3csv.ledger import SCAN, ImportLedger

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ingest import metrics
+from ingest.observability import metrics
 from tasks.names import WEBHOOK_STORE_BATCH
 
 __all__ = ["BATCH_TASK", "observe_published_batch", "observe_stored_batch"]

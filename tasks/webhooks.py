@@ -22,11 +22,11 @@ from typing import Any
 import redis
 from celery import shared_task
 
-from ingest import metrics
 from ingest.dedup import DedupIndex
 from ingest.dlq import task_entry, webhook_source
+from ingest.observability import metrics
+from ingest.observability.tracing import batch_span, context_from
 from ingest.runtime import Runtime
-from ingest.tracing import batch_span, context_from
 from ingest.webhooks.drain import StreamDrainer
 from ingest.webhooks.storage import store_event_batch
 from tasks.base import IngestTask, runtime

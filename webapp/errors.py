@@ -16,7 +16,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ingest.errors import is_retryable
-from ingest.metrics import observe_unhandled_error
+from ingest.observability.metrics import observe_unhandled_error
 
 __all__ = ["ApiError", "error_response", "is_dependency_outage", "register"]
 

@@ -19,10 +19,10 @@ from typing import Any
 
 from flask import Flask
 
-from ingest import metrics
-from ingest.logs import bind_log_context, clear_log_context
-from ingest.metrics import EventOutcome
-from ingest.tracing import tracing_active
+from ingest.observability import metrics
+from ingest.observability.logs import bind_log_context, clear_log_context
+from ingest.observability.metrics import EventOutcome
+from ingest.observability.tracing import tracing_active
 from webapp.errors import ApiError, is_dependency_outage
 from webapp.observability import REQUEST_ID_HEADER, WEBHOOK_ACCESS_LOG_SAMPLE
 from webapp.webhooks import REDIS_DOWN, REDIS_ERRORS, Answer, receive_single, services_for

@@ -6,8 +6,8 @@ import multiprocessing
 from typing import Any
 
 from ingest.config import load_settings
-from ingest.metrics import use_multiprocess_values
-from ingest.metrics_dir import prepare_metrics_dir
+from ingest.observability.metrics import use_multiprocess_values
+from ingest.observability.metrics_dir import prepare_metrics_dir
 
 _settings = load_settings()
 # prometheus-client multiprocess mode for every worker, set here in the master before they

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from ingest.metrics import observe_dependency
+from ingest.observability.metrics import observe_dependency
 from webapp.context import runtime
 
 __all__ = ["bp"]

@@ -8,7 +8,12 @@ from typing import cast
 from flask import Blueprint, Response, current_app
 from prometheus_client import CollectorRegistry
 
-from ingest.metrics_exposition import CONTENT_TYPE, QueueDepthCollector, render, scrape_registry
+from ingest.observability.exposition import (
+    CONTENT_TYPE,
+    QueueDepthCollector,
+    render,
+    scrape_registry,
+)
 from ingest.runtime import Runtime
 from ingest.s3csv.watch_status import WatchCollector
 from ingest.webhooks.stream import waiting_key

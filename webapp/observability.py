@@ -15,11 +15,11 @@ import time
 
 from flask import Flask, Response, current_app, g, request
 
-from ingest import metrics
 from ingest.config import Settings
-from ingest.error_reporting import init_error_reporting
-from ingest.logs import bind_log_context, clear_log_context, configure_logging
-from ingest.metrics import EventOutcome, Reason
+from ingest.observability import metrics
+from ingest.observability.error_reporting import init_error_reporting
+from ingest.observability.logs import bind_log_context, clear_log_context, configure_logging
+from ingest.observability.metrics import EventOutcome, Reason
 from webapp import metrics as metrics_endpoint
 
 __all__ = ["REQUEST_ID_HEADER", "init_app", "note_batch_statuses", "note_webhook_reason"]

@@ -23,8 +23,8 @@ from typing import Any
 
 from flask import Response
 
+from ingest.observability.tracing import traceparent
 from ingest.ratelimit import RateDecision, ratelimit_headers
-from ingest.tracing import traceparent
 from ingest.webhooks.bodies import BodyError, ParsedEvent, parse_batch
 from ingest.webhooks.idempotency import ClaimOutcome, IdempotencyStore, event_key
 from ingest.webhooks.intake import WebhookSource, batch_statuses, observed_at

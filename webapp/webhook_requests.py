@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 import gevent
 from werkzeug.wsgi import get_current_url
 
-from ingest.metrics import Reason
+from ingest.observability.metrics import Reason
 from ingest.webhooks.bodies import (
     BodyError,
     BodyTimedOut,

@@ -26,9 +26,9 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 
 from ingest.config import ConfigError, HttpConfig, Settings
-from ingest.metrics import Reason
+from ingest.observability.metrics import Reason
+from ingest.observability.tracing import traceparent
 from ingest.ratelimit import RateDecision, TokenBucket, ratelimit_headers
-from ingest.tracing import traceparent
 from ingest.webhooks.bodies import (
     BodyError,
     ParsedEvent,

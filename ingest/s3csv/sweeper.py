@@ -29,7 +29,7 @@ import redis
 
 from ingest.dlq import DeadLetterQueue, DeadLetterQueueFull, entry_id_for, task_entry
 from ingest.errors import PermanentError
-from ingest.metrics import observe_import_closed_by_sweeper, observe_redispatch
+from ingest.observability.metrics import observe_import_closed_by_sweeper, observe_redispatch
 from ingest.s3csv.imports import ImportStatus, ImportStore, RangeSummary
 from ingest.s3csv.ledger import SCAN, ImportLedger
 

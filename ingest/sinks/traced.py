@@ -7,8 +7,8 @@ from typing import Any, cast
 
 import pyarrow as pa
 
+from ingest.observability.tracing import SINK_WRITE_SPAN, span
 from ingest.sinks.base import Sink, StoredRecord, WriteResult
-from ingest.tracing import SINK_WRITE_SPAN, span
 
 __all__ = ["TracedSink", "traced_sink"]
 

@@ -19,7 +19,7 @@ from stripe import WebhookSignature
 from twilio.request_validator import RequestValidator
 
 from ingest.hashing import canonical_json, sha256_hex
-from ingest.verify import records_at, verify_records
+from ingest.provenance.verify import records_at, verify_records
 from tests.support.processes import ProcessGroup
 from tests.support.services import wait_for
 from tests.support.webhook_stack import start_stack

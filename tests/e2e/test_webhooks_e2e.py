@@ -19,7 +19,7 @@ import pytest
 import requests
 from standardwebhooks import Webhook
 
-from ingest.verify import records_at, verify_records
+from ingest.provenance.verify import records_at, verify_records
 from tests.support.processes import ProcessGroup
 from tests.support.services import wait_for
 from tests.support.webhook_stack import start_stack, stored_event_ids

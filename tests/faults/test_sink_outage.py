@@ -18,7 +18,7 @@ import redis
 import requests
 
 from ingest.dlq import DeadLetterQueue
-from ingest.verify import records_at
+from ingest.provenance.verify import records_at
 from ingest.webhooks.stream import stream_key
 from tests.support.processes import ProcessGroup
 from tests.support.services import wait_for

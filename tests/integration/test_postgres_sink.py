@@ -19,9 +19,9 @@ import pytest
 
 from devstack import free_port
 from ingest.provenance import ProvenanceBuilder
+from ingest.provenance.verify import records_at, verify_records
 from ingest.sinks import SinkError, open_sink
 from ingest.sinks.postgres import PostgresSink
-from ingest.verify import records_at, verify_records
 from tests.support.pg_fixtures import with_table
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from ingest.dlq import DeadLetterQueue
+from ingest.provenance.verify import records_at, verify_records
 from ingest.sinks import FileSink
-from ingest.verify import records_at, verify_records
 from tests.support.golden import EXPECTED, FIXTURES, run_import, upload_fixtures
 from tests.support.processes import ProcessGroup
 

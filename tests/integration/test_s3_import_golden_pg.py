@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from ingest.provenance.verify import records_at, verify_records
 from ingest.sinks import open_sink
-from ingest.verify import records_at, verify_records
 from tests.integration.test_s3_import_golden import check_rejected, check_state, check_stored
 from tests.support.golden import EXPECTED, run_import, upload_fixtures
 from tests.support.processes import ProcessGroup

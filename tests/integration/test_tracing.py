@@ -19,9 +19,15 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
 from ingest.config import Settings, build_settings
-from ingest.logs import configure_logging
+from ingest.observability.logs import configure_logging
+from ingest.observability.tracing import (
+    SINK_WRITE_SPAN,
+    batch_span,
+    capture_context,
+    configure_tracing,
+    span,
+)
 from ingest.runtime import Runtime, reset_runtime
-from ingest.tracing import SINK_WRITE_SPAN, batch_span, capture_context, configure_tracing, span
 from tasks.dispatch import Dispatcher
 from tasks.factory import create_celery
 from tasks.names import ALL_QUEUES

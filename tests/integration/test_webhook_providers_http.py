@@ -26,8 +26,8 @@ from twilio.request_validator import RequestValidator
 
 from ingest.config import Settings, build_settings
 from ingest.hashing import canonical_json, sha256_hex
+from ingest.provenance.verify import records_at, verify_records
 from ingest.sinks import FileSink
-from ingest.verify import records_at, verify_records
 from ingest.webhooks.storage import store_event_batch
 from tests.integration.test_webhooks_http import dumps, events_of, published
 from webapp import create_app

@@ -23,8 +23,8 @@ from standardwebhooks import Webhook
 
 from ingest.config import Settings, build_settings
 from ingest.hashing import canonical_json, sha256_hex
+from ingest.provenance.verify import records_at, verify_records
 from ingest.sinks import FileSink
-from ingest.verify import records_at, verify_records
 from ingest.webhooks.drain import StreamDrainer, StreamEntry, payloads_of
 from ingest.webhooks.idempotency import IdempotencyStore
 from ingest.webhooks.storage import store_event_batch

@@ -6,7 +6,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ingest.verify import records_at
+from ingest.provenance.verify import records_at
 from tests.support.processes import ProcessGroup
 from tests.support.services import ManagedProcess
 

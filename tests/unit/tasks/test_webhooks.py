@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from ingest import metrics
+from ingest.observability import metrics
 from tasks.webhooks import _observe_latencies
 
 NAME = "ingest_webhook_pre_storage_latency_seconds"

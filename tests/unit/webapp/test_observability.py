@@ -15,10 +15,10 @@ from flask import Flask
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
-from ingest import error_reporting
 from ingest.config import build_settings
-from ingest.logs import configure_logging
 from ingest.masking import MASK
+from ingest.observability import error_reporting
+from ingest.observability.logs import configure_logging
 from tasks.task_context import task_log_fields
 from webapp import create_app
 

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 
 from ingest.provenance import ProvenanceBuilder
+from ingest.provenance.verify import records_at, verify_records
 from ingest.sinks import FileSink, open_sink
-from ingest.verify import records_at, verify_records
 
 ROOT = Path(__file__).resolve().parents[4]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import values
 
-from ingest.metrics.families import (
+from ingest.observability.metrics.families import (
     ALL_METRICS,
     DEPENDENCY_UP,
     HTTP_REQUEST_DURATION,
@@ -34,7 +34,7 @@ from ingest.metrics.families import (
     EventOutcome,
     Reason,
 )
-from ingest.metrics.labels import (
+from ingest.observability.metrics.labels import (
     _METHODS,
     OTHER,
     _child,

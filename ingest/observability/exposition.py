@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from ingest.metrics_dir import active_metrics_dir
+from ingest.observability.metrics_dir import active_metrics_dir
 
 __all__ = [
     "CONTENT_TYPE",

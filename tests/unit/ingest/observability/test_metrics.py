@@ -15,10 +15,10 @@ import pytest
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from ingest import metrics
-from ingest.metrics import Reason
-from ingest.metrics_dir import prepare_metrics_dir
-from ingest.metrics_exposition import QueueDepthCollector, start_metrics_server
+from ingest.observability import metrics
+from ingest.observability.exposition import QueueDepthCollector, start_metrics_server
+from ingest.observability.metrics import Reason
+from ingest.observability.metrics_dir import prepare_metrics_dir
 
 
 def value(name: str, **labels: str) -> float:
@@ -211,7 +211,7 @@ class TestWorkerServer:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            with caplog.at_level(logging.WARNING, logger="ingest.metrics_exposition"):
+            with caplog.at_level(logging.WARNING, logger="ingest.observability.exposition"):
                 server = start_metrics_server(port, CollectorRegistry(), addr="127.0.0.1")
         assert server is None
         assert "WORKER_METRICS_PORT" in caplog.text
@@ -254,7 +254,7 @@ class TestMetricsDir:
 
 class TestDashboard:
     def test_every_metric_the_dashboard_uses_exists(self) -> None:
-        root = Path(__file__).resolve().parents[3]
+        root = Path(__file__).resolve().parents[4]
         dashboard = json.loads((root / "docs" / "grafana-dashboard.json").read_text())
         exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
         used = {m for e in exprs for m in re.findall(r"\bingest_[a-z_]+", e)}

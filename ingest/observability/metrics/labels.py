@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from ingest.metrics.families import (
+from ingest.observability.metrics.families import (
     _REASON_BY_STATUS,
     Reason,
 )

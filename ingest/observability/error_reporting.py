@@ -100,7 +100,7 @@ def init_error_reporting(
         max_request_body_size="never",
         before_send=scrub_event,  # type: ignore[arg-type]
         event_scrubber=EventScrubber(denylist=_DENYLIST, recursive=True),
-        # Traces go through OpenTelemetry (ingest.tracing); Sentry only reports errors.
+        # Traces go through OpenTelemetry (ingest.observability.tracing); Sentry reports errors.
         traces_sample_rate=None,
         transport=transport,
         **options,
