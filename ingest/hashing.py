@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # webhook processes import this module: numpy and pyarrow load on first use
     import numpy as np
+    import polars as pl
     import pyarrow as pa
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "canonical_json",
     "canonical_text",
     "digests_from_hex_text",
+    "polars_sha256_hex",
     "sha256_digests",
     "sha256_hex",
     "strip_line_terminator",
@@ -91,13 +93,41 @@ def sha256_digests(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return np.empty((0, DIGEST_SIZE), dtype=np.uint8)
     try:  # imported here: webhook processes import this module and never need polars
         import polars as pl
-        import polars_hash as plh
+        import polars_hash  # noqa: F401  (only to know it is there)
     except ImportError:  # optional at run time: hashlib gives the same digests, slower
         raw = b"".join(hashlib.sha256(v).digest() for v in _as_bytes(values))
         return np.frombuffer(raw, dtype=np.uint8).reshape(-1, DIGEST_SIZE)
-    series = pl.Series("v", values)
-    hexes = series.to_frame().select(plh.col("v").chash.sha2_256()).to_series()
-    return digests_from_hex_text(hexes.to_arrow(compat_level=pl.CompatLevel.oldest()))
+    return digests_from_hex_text(polars_sha256_hex(pl.Series("v", values)))
+
+
+def polars_sha256_hex(series: pl.Series) -> pa.Array:
+    """polars-hash's SHA-256 of every value of ``series`` (binary or text, no nulls), as one
+    Arrow string array of 64 hex digits each, checked. The one place the plugin is called:
+    for a column here, for the records of a CSV range in ``ingest.s3csv.digests``.
+
+    One chunk, eager: polars runs the plugin on this thread, not on its pool.
+    """
+    import polars as pl
+    import polars_hash as plh
+    import pyarrow as pa
+
+    hexes = series.to_frame().select(plh.col(series.name).chash.sha2_256()).to_series()
+    text = hexes.to_arrow(compat_level=pl.CompatLevel.oldest())
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    if hexes.null_count() or len(text) != len(series) or not _all_hex_width(text):
+        raise RuntimeError("polars-hash sha2_256 returned something other than 64 hex digits")
+    return text
+
+
+def _all_hex_width(text: pa.Array) -> bool:
+    """Whether every value of a string array is exactly 64 characters (bytes) long."""
+    import numpy as np
+    import pyarrow as pa
+
+    kind = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    bounds = np.frombuffer(text.buffers()[1], dtype=kind)[text.offset : text.offset + len(text) + 1]
+    return bool((np.diff(bounds) == _HEX_WIDTH).all())
 
 
 def _as_bytes(values: pa.Array | pa.ChunkedArray) -> list[bytes]:

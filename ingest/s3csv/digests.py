@@ -27,9 +27,11 @@ from hashlib import sha256
 import numpy as np
 import pyarrow as pa
 
+from ingest.hashing import polars_sha256_hex
+
 try:
     import polars as pl
-    import polars_hash as plh
+    import polars_hash  # noqa: F401  (the fast path needs it)
 except ImportError:  # optional at run time: the hashlib path below gives the same digests
     FAST_PATH = False
 else:
@@ -148,21 +150,7 @@ def _polars_hex_text(
         pa.large_binary(), 2 * count, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     )
     records = pl.Series("record", spans).gather_every(2, offset=1)
-    # One chunk, eager: polars runs the plugin on this thread, not on its pool (see above).
-    hexes = records.to_frame().select(plh.col("record").chash.sha2_256()).to_series()
-    text = hexes.to_arrow(compat_level=pl.CompatLevel.oldest())
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    if hexes.null_count() or len(text) != count or not _all_hex_width(text):
-        raise RuntimeError("polars-hash sha2_256 returned something other than 64 hex digits")
-    return text
-
-
-def _all_hex_width(text: pa.Array) -> bool:
-    """Whether every value of a string array is exactly 64 characters (bytes) long."""
-    kind = np.int64 if pa.types.is_large_string(text.type) else np.int32
-    bounds = np.frombuffer(text.buffers()[1], dtype=kind)[text.offset : text.offset + len(text) + 1]
-    return bool((np.diff(bounds) == 2 * DIGEST_SIZE).all())
+    return polars_sha256_hex(records)
 
 
 def _hashlib_digests(
