@@ -87,6 +87,22 @@ return table.concat(bits)
 """
 
 
+# Takes back what an owner claimed (its write failed: nothing of it was stored). KEYS: the
+# current epoch's set, the previous epoch's set, the owner's claim record.
+_RELEASE = """
+local blob = redis.call('GET', KEYS[3])
+if not blob then return 0 end
+local n = #blob / 16
+for i = 0, n - 1 do
+  local member = string.sub(blob, i * 16 + 1, i * 16 + 16)
+  redis.call('SREM', KEYS[1], member)
+  redis.call('SREM', KEYS[2], member)
+end
+redis.call('DEL', KEYS[3])
+return n
+"""
+
+
 def identities_from_hex(hex_hashes: Sequence[str]) -> np.ndarray:
     """Identities (``S16``) from hex SHA-256 strings such as contentHash values."""
     joined = "".join(h[: IDENTITY_BYTES * 2] for h in hex_hashes)
@@ -176,6 +192,7 @@ class DedupIndex:
         self.namespace = namespace
         self.partitions = partitions
         self._sha = hashlib.sha1(_CLAIM.encode("utf-8")).hexdigest()  # as Redis names it
+        self._release = client.register_script(_RELEASE)
 
     def _set_key(self, scope: str, partition: int, epoch: int) -> str:
         return f"{self.namespace}:{{{scope}:{partition}}}:e{epoch}"
@@ -259,3 +276,19 @@ class DedupIndex:
         """Drop an owner's claim record once its output is durably stored (saves memory)."""
         keys = [self._owner_key(scope, p, owner) for p in range(self.partitions)]
         self.client.unlink(*keys)
+
+    def release_owner(self, scope: str, owner: str, now: float | None = None) -> int:
+        """Take back every identity ``owner`` claimed, and its claim record: for a batch whose
+        write failed, so that nothing of it is stored. Its rows may then come back grouped
+        differently (a webhook drain's re-read) under another owner, which must not find
+        them claimed. Returns how many identities were released."""
+        epoch = int((time.time() if now is None else now) // self.ttl)
+        released = 0
+        for partition in range(self.partitions):
+            keys = (
+                self._set_key(scope, partition, epoch),
+                self._set_key(scope, partition, epoch - 1),
+                self._owner_key(scope, partition, owner),
+            )
+            released += int(self._release(keys=keys))
+        return released

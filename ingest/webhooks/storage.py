@@ -22,6 +22,7 @@ batch, so a re-executed batch neither stores an event twice nor loses one.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
@@ -43,6 +44,7 @@ __all__ = [
 
 # How sinks write a record (``json.dumps(record, ensure_ascii=False, separators=(",", ":"))``),
 # made once.
+log = logging.getLogger(__name__)
 _RECORD_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _PLACE = "\x00ingestedAt\x00"  # stands in for a value while the shared fields are encoded
 
@@ -213,27 +215,45 @@ def store_event_batch(
         ingested_by=source,
         batch_id=batch_id,
     )
-    if as_lines:
-        items = [
-            (text, content_hash, entry)
-            for entry, (text, content_hash), kept in zip(entries, events, keep, strict=True)
+    written = False  # whether the batch's file was written (or had nothing to hold)
+    try:
+        if as_lines:
+            items = [
+                (text, content_hash, entry)
+                for entry, (text, content_hash), kept in zip(entries, events, keep, strict=True)
+                if kept
+            ]
+            if items:
+                line_sink: Any = sink  # a FileSink, or one wrapping it: it has write_json_lines
+                line_sink.write_json_lines(name, record_lines(builder, items), len(items))
+            written = True
+            return _stored(dedup, source, batch_id, len(items), len(events))
+        records = [
+            {
+                "data": event,
+                "provenance": event_provenance(builder, content_hash, entry),
+            }
+            for entry, (event, content_hash), kept in zip(entries, events, keep, strict=True)
             if kept
         ]
-        if items:
-            line_sink: Any = sink  # a FileSink, or one wrapping it: it has write_json_lines
-            line_sink.write_json_lines(name, record_lines(builder, items), len(items))
-        return _stored(dedup, source, batch_id, len(items), len(events))
-    records = [
-        {
-            "data": event,
-            "provenance": event_provenance(builder, content_hash, entry),
-        }
-        for entry, (event, content_hash), kept in zip(entries, events, keep, strict=True)
-        if kept
-    ]
-    if records:
-        sink.write_records(name, records)
-    return _stored(dedup, source, batch_id, len(records), len(events))
+        if records:
+            sink.write_records(name, records)
+        written = True
+        return _stored(dedup, source, batch_id, len(records), len(events))
+    except Exception:
+        if dedup is not None and not written:
+            # Nothing was stored: take the claims back. A drain reads these events again,
+            # perhaps grouped with others under another batch id, which must not find them
+            # claimed by this one and drop them as duplicates.
+            _release_quietly(dedup, source, batch_id)
+        raise
+
+
+def _release_quietly(dedup: DedupIndex, source: str, batch_id: str) -> None:
+    try:
+        dedup.release_owner(dedup_scope(source), batch_id)
+    except Exception:  # Redis away too: the claims stay (see docs/guarantees.md)
+        log.warning("could not release the dedup claims of batch %s", batch_id, exc_info=True)
 
 
 def _stored(

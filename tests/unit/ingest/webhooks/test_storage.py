@@ -271,3 +271,35 @@ def test_a_line_the_plain_path_refuses_is_reported_by_number(line: str, reason: 
 
     with pytest.raises(MalformedBody, match=reason):
         parse_batch(b'{"ok": 1}\n' + line.encode(), "ndjson", 32, 1000)
+
+
+class _FailingOnce(_RecordsOnly):
+    """A sink whose first write fails, as an S3 sink whose bucket is missing."""
+
+    failed = False
+
+    def write_records(self, name: str, records: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise OSError("the sink is down")
+        return super().write_records(name, records)
+
+
+def test_a_failed_batch_leaves_its_events_to_a_differently_grouped_retry(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    from ingest.dedup import DedupIndex
+
+    dedup = DedupIndex(redis_client, ttl_seconds=3600, partitions=4)
+    entries = [e for e in _entries() if e.get("contentHash") and e["contentHash"] != "0" * 64]
+    sink = _FailingOnce(FileSink(f"file://{tmp_path}"))
+    first = {"batchId": "b-first", "source": "acme", "sourceUri": "u", "events": entries[:2]}
+    with pytest.raises(OSError):
+        store_event_batch(first, sink, dedup, "webhook")  # type: ignore[arg-type]
+    # Read again with the next entries: another batch id, and every event still stored.
+    again = {"batchId": "b-again", "source": "acme", "sourceUri": "u", "events": entries}
+    stored = store_event_batch(again, sink, dedup, "webhook")  # type: ignore[arg-type]
+    assert (stored.stored, stored.duplicates) == (len(entries), 0)
+    # A duplicate is still one: the content was stored, under b-again.
+    later = {"batchId": "b-later", "source": "acme", "sourceUri": "u", "events": entries[:1]}
+    assert store_event_batch(later, sink, dedup, "webhook").duplicates == 1  # type: ignore[arg-type]
