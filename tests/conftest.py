@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,11 +101,30 @@ def stack_env(
     return env
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture()
-def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
-    """Starts Procfile entries (or any command) and stops them all after the test."""
+def procs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProcessGroup]:
+    """Starts Procfile entries (or any command) and stops them all after the test.
+
+    When the test failed, the end of every process's log is printed, so that a failure on a
+    machine nobody can log into (CI) still shows what the workers and the web were doing.
+    """
     group = ProcessGroup(tmp_path / "logs")
     try:
         yield group
     finally:
         group.stop_all()
+        if request.node.stash.get(_CALL_FAILED, False):
+            for proc in group.procs:
+                tail = "\n".join(line[:400] for line in proc.log_tail(80).splitlines())
+                print(f"----- the end of {proc.log_path} -----\n{tail}")

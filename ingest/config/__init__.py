@@ -341,6 +341,13 @@ class CeleryConfig(Section):
     prefetch_multiplier: int = Field(1, ge=1, description="Tasks reserved per worker process.")
     max_retries: int = Field(8, ge=0, description="Retries of webhook batch and sink writes.")
     result_expires: int = Field(86400, ge=60, description="Seconds task results are kept.")
+    consumer_stall_timeout: int = Field(
+        60,
+        ge=0,
+        description="A worker idle this many seconds while messages wait in its queues exits, "
+        "for its supervisor to restart it (a consumer that stopped after a broker restart); "
+        "0 turns the check off.",
+    )
 
 
 class DlqConfig(Section):

@@ -107,7 +107,9 @@ def test_kill_9_of_redis_during_an_import(
         status = import_state(env, import_id).get("status")
         return status in ("succeeded", "failed") or not worker.alive()
 
-    wait_for(finished_or_worker_gone, 120, 0.2, "the import to finish, or the worker to exit")
+    # Longer than the stall bound (120 s): an import stuck in the ledger ends `failed` with its
+    # reason, which the assertion below shows, instead of a bare timeout.
+    wait_for(finished_or_worker_gone, 180, 0.2, "the import to finish, or the worker to exit")
     if not worker.alive():
         # Kombu can fail to ack or restore when Redis goes away (kombu #582/#970) and Celery
         # then stops the worker: do what its supervisor does.

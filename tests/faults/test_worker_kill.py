@@ -72,6 +72,8 @@ def fault_env(stack_env: dict[str, str]) -> dict[str, str]:
         INGEST_S3CSV__STALL_TIMEOUT="120",
         # Far beyond the test: recovery must come from the ledger, not from kombu.
         INGEST_CELERY__VISIBILITY_TIMEOUT="600",
+        # A consumer that stopped after the Redis kill exits soon, and the test restarts it.
+        INGEST_CELERY__CONSUMER_STALL_TIMEOUT="15",
     )
 
 
