@@ -84,6 +84,10 @@ def create_celery(settings: Settings, *, worker: bool = False) -> Celery:
     celery.conf.ingest_settings = settings
     if worker:
         from tasks import observability  # noqa: F401  (logs, metrics, traces: signal handlers)
+        from tasks.result_backend import BACKEND_CLASS
+
+        # The same Redis, without the result subscriptions a worker would never read.
+        celery.conf.result_backend = f"{BACKEND_CLASS}+{settings.redis_url}"
 
         celery.autodiscover_tasks(["tasks"], related_name="registry", force=True)
         _worker_app = celery

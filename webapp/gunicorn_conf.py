@@ -8,6 +8,7 @@ from typing import Any
 from ingest.config import load_settings
 from ingest.observability.metrics import use_multiprocess_values
 from ingest.observability.metrics_dir import prepare_metrics_dir
+from webapp import gunicorn_response
 
 _settings = load_settings()
 # prometheus-client multiprocess mode for every worker, set here in the master before they
@@ -16,6 +17,9 @@ _settings = load_settings()
 _metrics_dir = prepare_metrics_dir(_settings.observability.metrics_dir, f"web-{_settings.port}")
 _metrics_dir.activate()
 use_multiprocess_values()
+
+# A whole JSON answer leaves in one write with its headers (webapp/gunicorn_response.py).
+gunicorn_response.install()
 
 bind = f"0.0.0.0:{_settings.port}"
 worker_class = "gevent"

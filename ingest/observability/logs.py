@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
+from contextvars import ContextVar
+from types import MappingProxyType
 from typing import IO, Any
 
 import structlog
@@ -28,6 +30,18 @@ __all__ = [
 # The correlation fields a line may carry; docs/observability.md explains each.
 CONTEXT_FIELDS = ("request_id", "task_id", "task_name", "import_id", "source", "batch_id")
 _HANDLER_NAME = "ingest-structlog"
+# One context variable holding every bound field: binding and clearing are one ``set`` each,
+# where structlog's own contextvars (a variable per field) walk the whole context to clear it.
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+_CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar("ingest_log_context", default=_NOTHING)
+
+
+def merge_log_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Add the fields bound in this context; a field given on the line itself wins."""
+    bound = _CONTEXT.get()
+    if bound:
+        return {**bound, **event_dict}
+    return event_dict
 
 
 def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -41,7 +55,7 @@ def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
 
 def _shared_processors() -> list[Processor]:
     return [
-        structlog.contextvars.merge_contextvars,
+        merge_log_context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         add_trace_context,
@@ -102,14 +116,16 @@ def get_logger(name: str | None = None) -> Any:
 
 def bind_log_context(**fields: Any) -> None:
     """Add fields (``None`` values are skipped) to every following line of this context."""
-    structlog.contextvars.bind_contextvars(**{k: v for k, v in fields.items() if v is not None})
+    given = {k: v for k, v in fields.items() if v is not None}
+    if given:
+        _CONTEXT.set({**_CONTEXT.get(), **given})
 
 
 def clear_log_context() -> None:
     """Forget every bound field (at the end of a request or task)."""
-    structlog.contextvars.clear_contextvars()
+    _CONTEXT.set(_NOTHING)
 
 
 def log_context() -> MutableMapping[str, Any]:
     """The fields bound in this context right now."""
-    return structlog.contextvars.get_contextvars()
+    return dict(_CONTEXT.get())

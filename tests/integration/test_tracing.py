@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery._state import _set_task_join_will_block
 from celery.contrib.testing.worker import start_worker
 from flask import Flask
 from opentelemetry.sdk.trace import ReadableSpan
@@ -78,10 +79,14 @@ def worker(settings: Settings, exporter: InMemorySpanExporter) -> Iterator[None]
     dispatcher = Dispatcher(celery, Runtime(settings).redis, settings)  # as worker_ready starts
     thread = threading.Thread(target=dispatcher.run_forever, daemon=True)
     with start_worker(celery, perform_ping_check=False, queues=list(ALL_QUEUES)):
+        # As a worker's pool sets it (start_worker clears it): nothing here waits on results,
+        # so sending subscribes to none (tasks/result_backend.py).
+        _set_task_join_will_block(True)
         thread.start()
         yield
         dispatcher.stop()
         thread.join(5)
+        _set_task_join_will_block(False)
     reset_runtime()
 
 

@@ -1,0 +1,96 @@
+"""A whole body leaves in the same write as its headers; everything else as gunicorn sends it."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+import pytest
+from gunicorn.config import Config
+from gunicorn.http import wsgi
+
+from webapp.gunicorn_response import OneWriteResponse, install
+
+
+@dataclass
+class Request:
+    method: str = "POST"
+    version: tuple[int, int] = (1, 1)
+
+    def should_close(self) -> bool:
+        return False
+
+
+class Socket:
+    """Records what each write sent."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+
+def respond(cls: type, method: str, headers: list[tuple[str, str]], pieces: list[bytes]) -> Socket:
+    sock = Socket()
+    resp = cls(Request(method), sock, Config())
+    resp.start_response("202 ACCEPTED", headers)
+    for piece in pieces:
+        resp.write(piece)
+    resp.close()
+    return sock
+
+
+def wire(sock: Socket) -> bytes:
+    """The bytes sent, without the Date header (it changes every second)."""
+    return b"".join(
+        line for line in b"".join(sock.writes).split(b"\r\n") if not line.startswith(b"Date:")
+    )
+
+
+BODY = b'{"status":"accepted"}\n'
+SIZED = [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))]
+
+
+def test_a_whole_body_goes_out_with_its_headers_in_one_write() -> None:
+    sock = respond(OneWriteResponse, "POST", SIZED, [BODY])
+    assert len(sock.writes) == 1
+    assert sock.writes[0].startswith(b"HTTP/1.1 202 ACCEPTED\r\n")
+    assert sock.writes[0].endswith(b"\r\n\r\n" + BODY)
+    assert wire(sock) == wire(respond(wsgi.Response, "POST", SIZED, [BODY]))
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "pieces"),
+    [
+        ("POST", SIZED, [BODY[:5], BODY[5:]]),  # in pieces
+        ("POST", [("Content-Type", "application/json")], [BODY]),  # no length: chunked
+        ("HEAD", SIZED, [BODY]),  # no body on the wire at all
+        ("POST", SIZED, []),  # headers only, sent on close
+    ],
+    ids=["pieces", "chunked", "head", "empty"],
+)
+def test_other_answers_are_sent_as_gunicorn_sends_them(
+    method: str, headers: list[tuple[str, str]], pieces: list[bytes]
+) -> None:
+    ours = respond(OneWriteResponse, method, headers, pieces)
+    theirs = respond(wsgi.Response, method, headers, pieces)
+    assert len(ours.writes) == len(theirs.writes)
+    assert wire(ours) == wire(theirs)
+
+
+def test_it_writes_to_a_real_socket() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        resp = OneWriteResponse(Request(), left, Config())
+        resp.start_response("202 ACCEPTED", SIZED)
+        resp.write(BODY)
+        left.shutdown(socket.SHUT_WR)
+        received = b"".join(iter(lambda: right.recv(4096), b""))
+    assert received.endswith(b"\r\n\r\n" + BODY)
+
+
+def test_install_makes_gunicorn_build_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wsgi, "Response", wsgi.Response)  # restored after the test
+    assert install()
+    assert wsgi.Response is OneWriteResponse  # what wsgi.create builds for every request
