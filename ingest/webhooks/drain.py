@@ -8,6 +8,10 @@ Delivery is at least once and does not depend on any broker's own bookkeeping:
   for ``http.redeliverAfter`` seconds (``XPENDING`` + ``XCLAIM``) and stores them again;
 - storing is idempotent: a batch's sink name comes from its entry ids, and the content dedup
   claims drop an event a differently grouped re-read would store twice;
+- each batch's entry ids are recorded before it is stored (``batchof`` and ``batches``
+  hashes, cleared by the acknowledgement), and a re-read regroups recorded entries exactly as
+  they were: a drain killed between a batch's dedup claims and its write leaves claims that
+  only that same batch can hold, so its events are stored, not dropped as duplicates of it;
 - an entry delivered more than ``celery.maxRetries + 1`` times goes to the DLQ, as a
   ``ingest.webhooks.store_batch`` task that ``ingest dlq retry`` replays.
 
@@ -63,21 +67,34 @@ return 0
 """
 
 
-# Acknowledges and deletes entries, then takes what the deleted ones held off the waiting
-# counter (never below zero: entries appended before the counter existed were not counted).
-# KEYS: stream, waiting counter. ARGV: the group, then each entry's id and event count.
+# Acknowledges and deletes entries, forgets the batch they were recorded in, then takes what
+# the deleted ones held off the waiting counter (never below zero: entries appended before
+# the counter existed were not counted). KEYS: stream, waiting counter, batchof, batches.
+# ARGV: the group, the batch id ('' for none), then each entry's id and event count.
 _ACK = """
 local ids, gone = {}, 0
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   ids[#ids + 1] = ARGV[i]
   if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then gone = gone + tonumber(ARGV[i + 1]) end
 end
 redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+redis.call('HDEL', KEYS[3], unpack(ids))
+if ARGV[2] ~= '' then redis.call('HDEL', KEYS[4], ARGV[2]) end
 if gone > 0 and redis.call('DECRBY', KEYS[2], gone) < 0 then
   redis.call('SET', KEYS[2], 0)
 end
 return gone
 """
+
+
+def batchof_key(source: str) -> str:
+    """Each pending entry's batch id, recorded before the batch is stored."""
+    return f"ingest:wh:{{{source}}}:batchof"
+
+
+def batches_key(source: str) -> str:
+    """Each recorded batch's entry ids, in order, space-separated."""
+    return f"ingest:wh:{{{source}}}:batches"
 
 
 def lease_key(source: str, slot: int) -> str:
@@ -183,9 +200,13 @@ class StreamDrainer:
         """How many entries the next read asks for."""
         return max(1, int(self.batch_size / self._per_entry))
 
-    def reclaim(self, source: str) -> tuple[list[StreamEntry], list[StreamEntry]]:
-        """Entries left pending by a drain that died or failed, idle long enough: those to
-        store again, and those delivered too often already (for the DLQ)."""
+    def reclaim(self, source: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Batch payloads of entries left pending by a drain that died or failed, idle long
+        enough: those to store again, and those delivered too often already (for the DLQ).
+
+        Entries of a recorded batch come back as that batch, whole (its entries this call did
+        not find idle are claimed too) and under the same id; the others are grouped anew.
+        """
         key = stream_key(source)
         try:
             pending = self._client.xpending_range(
@@ -199,32 +220,91 @@ class StreamDrainer:
             return [], []
         ids = [p["message_id"] for p in pending]
         delivered = {text_of(p["message_id"]): int(p["times_delivered"]) for p in pending}
-        claimed = self._client.xclaim(key, GROUP, self.consumer, self._idle_ms, ids)
-        again: list[StreamEntry] = []
-        exhausted: list[StreamEntry] = []
-        gone = []
-        for entry_id, fields in claimed:
-            if not fields:  # deleted meanwhile (stored by another drain): just forget it
-                gone.append(entry_id)
-                continue
-            entry = entry_of(entry_id, fields)
-            too_often = delivered.get(entry.id, 0) + 1 > self._max_deliveries
-            (exhausted if too_often else again).append(entry)
-        if gone:
-            self._client.xack(key, GROUP, *gone)
+        entries = self._claim(source, ids, self._idle_ms)
+        groups, loose = self._recorded_batches(source, entries)
+        again: list[dict[str, Any]] = []
+        exhausted: list[dict[str, Any]] = []
+
+        def too_often(members: Sequence[StreamEntry]) -> bool:
+            return any(delivered.get(e.id, 0) + 1 > self._max_deliveries for e in members)
+
+        for members in groups:
+            (exhausted if too_often(members) else again).extend(payloads_of(source, members))
+        fresh = [e for e in loose if not too_often([e])]
+        stale = [e for e in loose if too_often([e])]
+        again += payloads_of(source, fresh, self.batch_size)
+        exhausted += payloads_of(source, stale, self.batch_size)
         return again, exhausted
 
-    def ack(self, source: str, ids: Sequence[str], sizes: Sequence[int] | None = None) -> None:
-        """Acknowledge and delete stored entries, and take the events of those this call
-        deleted (``sizes``: each entry's, one when not given) off the waiting counter, in one
-        atomic step: an entry another drain deleted first is not counted twice."""
+    def _claim(self, source: str, ids: Sequence[Any], min_idle_ms: int) -> list[StreamEntry]:
+        """Take pending entries over for this consumer; those deleted meanwhile (stored by
+        another drain) are acknowledged and left out."""
+        if not ids:
+            return []
+        key = stream_key(source)
+        claimed = self._client.xclaim(key, GROUP, self.consumer, min_idle_ms, list(ids))
+        gone = [entry_id for entry_id, fields in claimed if not fields]
+        if gone:
+            self._client.xack(key, GROUP, *gone)
+        return [entry_of(entry_id, fields) for entry_id, fields in claimed if fields]
+
+    def _recorded_batches(
+        self, source: str, entries: list[StreamEntry]
+    ) -> tuple[list[list[StreamEntry]], list[StreamEntry]]:
+        """``entries`` as the recorded batches they belong to (each whole, in its recorded
+        order), and those of no recorded batch."""
+        if not entries:
+            return [], []
+        names = self._client.hmget(batchof_key(source), [e.id for e in entries])
+        recorded = sorted({text_of(n) for n in names if n})
+        if not recorded:
+            return [], entries
+        found = {e.id: e for e in entries}
+        members = self._client.hmget(batches_key(source), recorded)
+        orders = [text_of(m).split(" ") for m in members if m]
+        # Entries of these batches that this call did not find idle (or not at all).
+        missing = [i for order in orders for i in order if i not in found]
+        found.update((e.id, e) for e in self._claim(source, missing, 0))
+        groups, placed = [], set()
+        for order in orders:
+            group = [found[i] for i in order if i in found]
+            if len(group) == len(order):
+                groups.append(group)
+                placed.update(order)
+            # A batch with entries gone was stored (one acknowledgement deletes them all):
+            # what is left of it is grouped anew, and dedup finds its events stored.
+        return groups, [e for e in found.values() if e.id not in placed]
+
+    def record(self, source: str, payloads: Sequence[dict[str, Any]]) -> None:
+        """Record each payload's entries as its batch, before anything of it is stored."""
+        if not payloads:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for payload in payloads:
+            ids, batch_id = payload["streamIds"], payload["batchId"]
+            pipe.hset(batchof_key(source), mapping=dict.fromkeys(ids, batch_id))
+            pipe.hset(batches_key(source), batch_id, " ".join(ids))
+        pipe.execute()
+
+    def ack(
+        self,
+        source: str,
+        ids: Sequence[str],
+        sizes: Sequence[int] | None = None,
+        batch_id: str | None = None,
+    ) -> None:
+        """Acknowledge and delete stored entries, forget ``batch_id``'s record, and take the
+        events of the entries this call deleted (``sizes``: each entry's, one when not given)
+        off the waiting counter, in one atomic step: an entry another drain deleted first is
+        not counted twice."""
         if not ids:
             return
         counts = list(sizes) if sizes is not None else [1] * len(ids)
-        args: list[Any] = [GROUP]
+        args: list[Any] = [GROUP, batch_id or ""]
         for entry_id, count in zip(ids, counts, strict=True):
             args += [entry_id, count]
-        self._ack(keys=[stream_key(source), waiting_key(source)], args=args)
+        keys = [stream_key(source), waiting_key(source), batchof_key(source), batches_key(source)]
+        self._ack(keys=keys, args=args)
 
     def backlog(self, source: str) -> tuple[int, int]:
         """``(undelivered, pending)`` events of the source's stream."""
@@ -271,12 +351,15 @@ class StreamDrainer:
         report = DrainReport()
         deadline = time.monotonic() + max_seconds
         again, exhausted = self.reclaim(source)
-        report.reclaimed = len(again) + len(exhausted)
-        for payload in payloads_of(source, exhausted, self.batch_size):
+        report.reclaimed = sum(len(p["streamIds"]) for p in again + exhausted)
+        for payload in exhausted:
             dead_letter(payload, self._max_deliveries)
-            self.ack(source, payload["streamIds"], payload["streamSizes"])
+            self._ack_payload(source, payload)
             report.dead_lettered += len(payload["events"])
-        entries = again
+        if again and not self._store_all(source, again, store, report):
+            self.release(source, slot, token)
+            return report
+        entries: list[StreamEntry] = []
         busy = False
         while True:
             if not entries:
@@ -300,7 +383,9 @@ class StreamDrainer:
                 if self._client.set(lease_key(source, slot), token, nx=True, px=LEASE_MS) is None:
                     return report  # another drain took the slot and will read them
                 continue
-            if not self._store_all(source, entries, store, report):
+            if not self._store_all(
+                source, payloads_of(source, entries, self.batch_size), store, report
+            ):
                 self.release(source, slot, token)
                 return report
             full = events_in(entries) >= self.batch_size
@@ -313,9 +398,10 @@ class StreamDrainer:
                 return report
 
     def _store_all(
-        self, source: str, entries: list[StreamEntry], store: Store, report: DrainReport
+        self, source: str, payloads: list[dict[str, Any]], store: Store, report: DrainReport
     ) -> bool:
-        for payload in payloads_of(source, entries, self.batch_size):
+        self.record(source, payloads)
+        for payload in payloads:
             try:
                 store(payload)
             except Exception as exc:  # left pending: reclaimed after redeliverAfter
@@ -327,7 +413,10 @@ class StreamDrainer:
                 )
                 report.failed += len(payload["events"])
                 return False
-            self.ack(source, payload["streamIds"], payload["streamSizes"])
+            self._ack_payload(source, payload)
             report.batches += 1
             report.events += len(payload["events"])
         return True
+
+    def _ack_payload(self, source: str, payload: dict[str, Any]) -> None:
+        self.ack(source, payload["streamIds"], payload["streamSizes"], payload["batchId"])
