@@ -5,10 +5,12 @@ gunicorn writes the status line and headers, then each body chunk, with a write 
 WSGI app hands over its whole body in one piece, as every JSON answer of this service does,
 :class:`OneWriteResponse` sends headers and body together. Anything else (several pieces,
 chunked encoding, a body a HEAD request must not get) takes gunicorn's own path unchanged.
+The ``Date`` header is formatted once a second instead of once a response.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from gunicorn import util
@@ -17,7 +19,39 @@ from gunicorn.http import wsgi
 __all__ = ["OneWriteResponse", "install"]
 
 
+_date: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """gunicorn's ``util.http_date()``, formatted again only when the second changes."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, util.http_date(now))
+    return _date[1]
+
+
 class OneWriteResponse(wsgi.Response):
+    def default_headers(self) -> list[str]:
+        """gunicorn's own (status line, Server, Date, Connection, Transfer-Encoding), with the
+        Date formatted once a second."""
+        if self.upgrade:
+            connection = "upgrade"
+        elif self.should_close():
+            connection = "close"
+        else:
+            connection = "keep-alive"
+        major, minor = self.req.version
+        headers = [
+            f"HTTP/{major}.{minor} {self.status}\r\n",
+            f"Server: {self.version}\r\n",
+            f"Date: {http_date()}\r\n",
+            f"Connection: {connection}\r\n",
+        ]
+        if self.chunked:
+            headers.append("Transfer-Encoding: chunked\r\n")
+        return headers
+
     def write(self, arg: Any) -> None:
         if (
             not self.headers_sent  # type: ignore[has-type]
@@ -39,7 +73,17 @@ class OneWriteResponse(wsgi.Response):
 def install() -> bool:
     """Make gunicorn build :class:`OneWriteResponse` (call in the master, before forking);
     False, and nothing changed, when this gunicorn's response lacks what it relies on."""
-    needed = ("headers_sent", "chunked", "response_length", "_omits_body", "default_headers")
+    needed = (
+        "headers_sent",
+        "chunked",
+        "response_length",
+        "_omits_body",
+        "default_headers",
+        "upgrade",
+        "should_close",
+        "version",
+        "status",
+    )
     probe = wsgi.Response.__init__.__code__.co_names + tuple(vars(wsgi.Response))
     if not all(name in probe for name in needed):
         return False

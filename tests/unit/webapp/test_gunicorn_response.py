@@ -94,3 +94,16 @@ def test_install_makes_gunicorn_build_it(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(wsgi, "Response", wsgi.Response)  # restored after the test
     assert install()
     assert wsgi.Response is OneWriteResponse  # what wsgi.create builds for every request
+
+
+@pytest.mark.parametrize("version", [(1, 1), (1, 0)])
+def test_the_default_headers_are_gunicorns_own(version: tuple[int, int]) -> None:
+    ours = OneWriteResponse(Request(version=version), Socket(), Config())
+    theirs = wsgi.Response(Request(version=version), Socket(), Config())
+    for resp in (ours, theirs):
+        resp.start_response("202 ACCEPTED", [("Content-Type", "application/json")])
+    mine, gunicorns = ours.default_headers(), theirs.default_headers()
+    assert [h for h in mine if not h.startswith("Date:")] == [
+        h for h in gunicorns if not h.startswith("Date:")
+    ]
+    assert [h[:11] for h in mine] == [h[:11] for h in gunicorns]  # the Date in its place
