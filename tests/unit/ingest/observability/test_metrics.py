@@ -267,3 +267,21 @@ class TestDashboard:
         for name in used:
             base = next((name[: -len(s)] for s in suffixes if name.endswith(s)), name)
             assert base in known or name in known, name
+
+
+def test_the_cached_process_id_is_the_childs_own_after_a_fork() -> None:
+    import os
+
+    from ingest.observability.metrics import current_pid
+
+    assert current_pid() == os.getpid()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through the pipe)
+        os.write(write, str(current_pid()).encode())
+        os._exit(0)
+    os.close(write)
+    reported = int(os.read(read, 32))
+    os.waitpid(child, 0)
+    os.close(read)
+    assert reported == child != os.getpid()
