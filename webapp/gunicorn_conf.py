@@ -18,8 +18,10 @@ _metrics_dir = prepare_metrics_dir(_settings.observability.metrics_dir, f"web-{_
 _metrics_dir.activate()
 use_multiprocess_values()
 
-# A whole JSON answer leaves in one write with its headers (webapp/gunicorn_response.py).
+# A whole JSON answer leaves in one write with its headers, and a peer's right to send
+# X-Forwarded-* headers is worked out once per address (webapp/gunicorn_response.py).
 gunicorn_response.install()
+gunicorn_response.install_peer_cache()
 
 bind = f"0.0.0.0:{_settings.port}"
 worker_class = "gevent"

@@ -6,17 +6,23 @@ WSGI app hands over its whole body in one piece, as every JSON answer of this se
 :class:`OneWriteResponse` sends headers and body together. Anything else (several pieces,
 chunked encoding, a body a HEAD request must not get) takes gunicorn's own path unchanged.
 The ``Date`` header is formatted once a second instead of once a response.
+
+:func:`install_peer_cache` remembers gunicorn's answer to "may this peer address set
+``X-Forwarded-*`` headers", which it otherwise works out by parsing the address for every
+request (a keep-alive connection asks again for each of its requests).
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gunicorn import util
-from gunicorn.http import wsgi
+from gunicorn.http import message, wsgi
 
-__all__ = ["OneWriteResponse", "install"]
+__all__ = ["OneWriteResponse", "install", "install_peer_cache"]
 
 
 _date: tuple[int, str] = (0, "")
@@ -88,4 +94,25 @@ def install() -> bool:
     if not all(name in probe for name in needed):
         return False
     wsgi.Response = OneWriteResponse
+    return True
+
+
+def install_peer_cache(size: int = 4096) -> bool:
+    """Cache gunicorn's allow-list check by (address, allow list); False, and nothing changed,
+    when this gunicorn has no such function."""
+    check: Callable[[str, Sequence[str], Any], bool] | None = getattr(
+        message, "_ip_in_allow_list", None
+    )
+    if check is None or hasattr(check, "cache_info"):
+        return check is not None
+
+    @functools.lru_cache(maxsize=size)
+    def cached(ip_str: str, allow: tuple[str, ...], networks: tuple[Any, ...]) -> bool:
+        return check(ip_str, list(allow), list(networks))
+
+    def allowed(ip_str: str, allow_list: Sequence[str], networks: Any) -> bool:
+        return cached(ip_str, tuple(allow_list), tuple(networks or ()))
+
+    allowed.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    message._ip_in_allow_list = allowed
     return True

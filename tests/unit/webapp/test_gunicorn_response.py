@@ -9,7 +9,7 @@ import pytest
 from gunicorn.config import Config
 from gunicorn.http import wsgi
 
-from webapp.gunicorn_response import OneWriteResponse, install
+from webapp.gunicorn_response import OneWriteResponse, install, install_peer_cache
 
 
 @dataclass
@@ -107,3 +107,31 @@ def test_the_default_headers_are_gunicorns_own(version: tuple[int, int]) -> None
         h for h in gunicorns if not h.startswith("Date:")
     ]
     assert [h[:11] for h in mine] == [h[:11] for h in gunicorns]  # the Date in its place
+
+
+@pytest.mark.parametrize(
+    ("peer", "allow"),
+    [
+        ("127.0.0.1", ["127.0.0.1", "::1"]),
+        ("10.1.2.3", ["127.0.0.1", "::1"]),
+        ("10.1.2.3", ["10.0.0.0/8"]),
+        ("::1", ["127.0.0.1", "::1"]),
+        ("10.1.2.3", ["*"]),
+        ("not an address", ["127.0.0.1"]),
+    ],
+)
+def test_the_peer_cache_answers_as_gunicorn_does(
+    monkeypatch: pytest.MonkeyPatch, peer: str, allow: list[str]
+) -> None:
+    from gunicorn.http import message
+
+    original = message._ip_in_allow_list
+    monkeypatch.setattr(message, "_ip_in_allow_list", original)  # restored after the test
+    config = Config()
+    config.set("forwarded_allow_ips", ",".join(allow))
+    networks = config.forwarded_allow_networks()
+    expected = original(peer, allow, networks)
+    assert install_peer_cache()
+    for _ in range(2):  # computed, then remembered
+        assert message._ip_in_allow_list(peer, allow, networks) is expected
+    assert message._ip_in_allow_list.cache_info().hits >= 1
