@@ -31,11 +31,11 @@ def chord_subscriptions(redis_url: str, client: redis.Redis) -> int:
     try:
         assert isinstance(app.backend, WorkerRedisBackend)
 
-        @app.task(name="test.part")
+        @app.task(name="test.part", shared=False)
         def part(x: int) -> int:
             return x
 
-        @app.task(name="test.whole")
+        @app.task(name="test.whole", shared=False)
         def whole(parts: list[int]) -> int:
             return sum(parts)
 
