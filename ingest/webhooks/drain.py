@@ -230,8 +230,10 @@ class StreamDrainer:
 
         for members in groups:
             (exhausted if too_often(members) else again).extend(payloads_of(source, members))
-        fresh = [e for e in loose if not too_often([e])]
-        stale = [e for e in loose if too_often([e])]
+        fresh: list[StreamEntry] = []
+        stale: list[StreamEntry] = []
+        for entry in loose:
+            (stale if too_often([entry]) else fresh).append(entry)
         again += payloads_of(source, fresh, self.batch_size)
         exhausted += payloads_of(source, stale, self.batch_size)
         return again, exhausted
