@@ -38,6 +38,47 @@ accesslog = None
 errorlog = "-"
 
 
+# A gevent worker adds its metric updates up in memory and writes them once a second
+# (ingest/observability/metrics/buffer.py), and before it serves /metrics or exits.
+METRICS_FLUSH_SECONDS = 1.0
+# The cyclic garbage collector, once the app is loaded: everything loaded so far is frozen
+# out of its scans, and it runs every 7,000 net allocations instead of 700. By default it
+# took about 3% of a worker's CPU at 1,000 requests/s, mostly in full scans of the loaded app.
+GC_THRESHOLDS = (7000, 20, 20)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Tune the garbage collector and, in a gevent worker, buffer the metric updates."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    if "gevent" not in type(worker).__module__:
+        return  # other worker classes may serve requests on several threads
+    import gevent
+
+    from ingest.observability.metrics import BUFFER
+
+    def flush_forever() -> None:
+        while True:
+            gevent.sleep(METRICS_FLUSH_SECONDS)
+            try:
+                BUFFER.flush()
+            except Exception:  # a metric file that cannot be written must not stop the loop
+                worker.log.exception("writing the buffered metrics failed")
+
+    BUFFER.enable()
+    gevent.spawn(flush_forever)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Write the metric updates still buffered before the worker goes."""
+    from ingest.observability.metrics import BUFFER
+
+    BUFFER.flush()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """Retire a dead worker's live gauges from the multiprocess directory."""
     from prometheus_client import multiprocess

@@ -14,6 +14,7 @@ from ingest.observability.exposition import (
     render,
     scrape_registry,
 )
+from ingest.observability.metrics import BUFFER
 from ingest.runtime import Runtime
 from ingest.s3csv.watch_status import WatchCollector
 from ingest.webhooks.stream import waiting_key
@@ -65,4 +66,5 @@ def _registry() -> CollectorRegistry:
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus text exposition of the web process (all its workers) and the queues."""
+    BUFFER.flush()  # this worker's own figures are current; the others' at most 1 s late
     return Response(render(_registry()), content_type=CONTENT_TYPE)

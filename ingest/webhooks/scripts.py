@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -23,19 +22,22 @@ except ImportError:  # hiredis is a dependency; without it, the same bytes come 
 __all__ = ["CoalescedScript"]
 
 
-@dataclass(eq=False)
 class _Call:
     """One call of a :class:`CoalescedScript`: its input, and its reply once there is one."""
 
-    keys: Sequence[Any]
-    args: Sequence[Any]
-    # Created per call, after any monkey-patching: a gevent event in a gevent worker.
-    ready: threading.Event = field(default_factory=lambda: threading.Event())
-    reply: Any = None
-    error: BaseException | None = None
-    answered: bool = False  # a reply or an error is in (a script may well reply nil)
-    # Set when this call is handed the queued calls (itself first) to send for everyone.
-    batch: list[_Call] | None = None
+    __slots__ = ("answered", "args", "batch", "error", "keys", "ready", "reply")
+
+    def __init__(self, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        self.keys = keys
+        self.args = args
+        # Made only for a call that queues (created after any monkey-patching: a gevent
+        # event in a gevent worker); a call sent at once never waits.
+        self.ready: threading.Event | None = None
+        self.reply: Any = None
+        self.error: BaseException | None = None
+        self.answered = False  # a reply or an error is in (a script may well reply nil)
+        # Set when this call is handed the queued calls (itself first) to send for everyone.
+        self.batch: list[_Call] | None = None
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -78,6 +80,7 @@ class CoalescedScript:
             if lead:
                 self._busy = True
             else:
+                call.ready = threading.Event()
                 self._queue.append(call)
         if not lead:
             self._await_turn(call)
@@ -88,6 +91,7 @@ class CoalescedScript:
 
     def _await_turn(self, call: _Call) -> None:
         """Wait until ``call`` has its reply or was made the sender of the queued calls."""
+        assert call.ready is not None  # a queued call
         while not call.ready.wait(self._wait):
             with self._lock:
                 if call in self._queue:
@@ -107,7 +111,7 @@ class CoalescedScript:
             for call in batch:
                 if not call.answered:  # the sender was interrupted
                     call.error = redis.exceptions.ConnectionError("the round trip was cut off")
-                if call is not own:
+                if call is not own and call.ready is not None:
                     call.ready.set()
             self._hand_over()
 
@@ -119,6 +123,7 @@ class CoalescedScript:
         if queued:
             first = queued[0]
             first.batch = queued
+            assert first.ready is not None  # every queued call has its event
             first.ready.set()
 
     def _send(self, batch: list[_Call]) -> None:

@@ -12,6 +12,7 @@ import os
 
 from prometheus_client import values
 
+from ingest.observability.metrics.buffer import BUFFER
 from ingest.observability.metrics.families import (
     ALL_METRICS,
     DEPENDENCY_UP,
@@ -52,6 +53,7 @@ from ingest.observability.metrics.labels import (
 
 __all__ = [
     "ALL_METRICS",
+    "BUFFER",
     "HTTP_REQUESTS",
     "HTTP_REQUEST_DURATION",
     "IMPORT_BYTES",
@@ -109,9 +111,9 @@ def observe_webhook(
 ) -> None:
     """Count one answered webhook request; ``seconds`` of a 202/200 go to the accept latency."""
     label = source_label(source)
-    _child(WEBHOOK_REQUESTS, label, status_label(status), _reason_label(reason, status)).inc()
+    BUFFER.inc(_child(WEBHOOK_REQUESTS, label, status_label(status), _reason_label(reason, status)))
     if seconds is not None and status in (200, 202):
-        _child(WEBHOOK_ACCEPT_LATENCY, label).observe(seconds)
+        BUFFER.observe(_child(WEBHOOK_ACCEPT_LATENCY, label), seconds)
 
 
 def observe_webhook_events(source: str | None, outcome: EventOutcome | str, count: int = 1) -> None:
@@ -121,7 +123,7 @@ def observe_webhook_events(source: str | None, outcome: EventOutcome | str, coun
     except ValueError:
         value = EventOutcome.REJECTED.value
     if count > 0:
-        _child(WEBHOOK_EVENTS, source_label(source), value).inc(count)
+        BUFFER.inc(_child(WEBHOOK_EVENTS, source_label(source), value), count)
 
 
 def observe_accept_latency(source: str | None, seconds: float) -> None:
@@ -197,9 +199,9 @@ def observe_http_request(
     label = endpoint_label(endpoint)
     verb = method if method in _METHODS else method.upper()
     verb = verb if verb in _METHODS else OTHER
-    _child(HTTP_REQUESTS, label, verb, status_label(status)).inc()
+    BUFFER.inc(_child(HTTP_REQUESTS, label, verb, status_label(status)))
     if seconds is not None:
-        _child(HTTP_REQUEST_DURATION, label).observe(max(0.0, seconds))
+        BUFFER.observe(_child(HTTP_REQUEST_DURATION, label), max(0.0, seconds))
 
 
 # -- multiprocess mode -----------------------------------------------------------------------
