@@ -23,6 +23,7 @@ from ingest.observability import metrics
 from ingest.observability.logs import bind_log_context, clear_log_context
 from ingest.observability.metrics import EventOutcome
 from ingest.observability.tracing import tracing_active
+from ingest.webhooks.idempotency import encode_result
 from webapp.errors import ApiError, is_dependency_outage
 from webapp.observability import REQUEST_ID_HEADER, WEBHOOK_ACCESS_LOG_SAMPLE
 from webapp.webhooks import REDIS_DOWN, REDIS_ERRORS, Answer, receive_single, services_for
@@ -33,8 +34,8 @@ log = logging.getLogger("webapp.webhooks")
 access_log = logging.getLogger("ingest.access")
 PREFIX = "/v1/webhooks/"
 ENDPOINT = "webhooks.receive_event"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 _REASONS = {
@@ -90,7 +91,7 @@ class WebhookFastPath:
             answer = self._answer(environ, name, request_id)
             seconds = time.perf_counter() - started
             self._observe(answer, label, seconds, environ)
-            body = (_ENCODER.encode(answer.body) + "\n").encode()
+            body = (_encode(answer.body) + "\n").encode()
             headers = [
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(body))),
@@ -144,6 +145,14 @@ class WebhookFastPath:
                 return
             extra["sampled_one_in"] = self._sample
         access_log.info("POST %s %d", environ.get("PATH_INFO", ""), status, extra=extra)
+
+
+def _encode(body: Any) -> str:
+    """``body`` as compact JSON; an answer whose keys and values are all text (a 202's and a
+    duplicate's) without an encoder run."""
+    if type(body) is dict and all(type(v) is str for v in body.values()):
+        return encode_result(body)
+    return _ENCODER.encode(body)
 
 
 def _report(exc: BaseException) -> None:

@@ -4,6 +4,7 @@ refusals (an ``ApiError`` with the metrics reason its answer counts under)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 
 import gevent
@@ -21,6 +22,7 @@ from ingest.webhooks.bodies import (
 )
 from ingest.webhooks.intake import WebhookSource
 from ingest.webhooks.providers import media_kind
+from ingest.webhooks.signatures import LoweredHeaders
 from webapp.errors import ApiError
 
 if TYPE_CHECKING:
@@ -101,20 +103,26 @@ def _content_length(environ: Mapping[str, Any]) -> int | None:
     return value if value >= 0 else None
 
 
-def lowered_headers(environ: Mapping[str, Any]) -> dict[str, str]:
+def lowered_headers(environ: Mapping[str, Any]) -> LoweredHeaders:
     """The request's headers by lower-case name, read once from the WSGI environ.
 
     WSGI holds one value per name (the server joins repeats), as werkzeug's ``Headers`` does.
+    The signature and idempotency checks take the result as it is, without lowering it again.
     """
-    found = {
-        name[5:].replace("_", "-").lower(): value
+    found = LoweredHeaders(
+        (_header_name(name), value)
         for name, value in environ.items()
         if name.startswith("HTTP_") and name not in _BODY_HEADERS
-    }
+    )
     for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):  # as werkzeug: from these, when not empty
         if environ.get(name):
             found[name.replace("_", "-").lower()] = environ[name]
     return found
+
+
+@lru_cache(maxsize=512)  # the same few header names arrive on every request
+def _header_name(environ_name: str) -> str:
+    return environ_name[5:].replace("_", "-").lower()
 
 
 def base_url(environ: Mapping[str, Any]) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -197,8 +198,7 @@ def event_observed_at(
 ) -> str | None:
     """When the event was observed: the source's ``observedAtField`` when it holds a time,
     else its ``observedAtHeader`` (epoch seconds or ISO 8601), else ``webhook-timestamp``."""
-    from ingest.webhooks.intake import observed_at
-
+    observed_at = _intake_observed_at()
     found = observed_at(event, source.observed_at_field, None)
     if found is not None:
         return found
@@ -209,6 +209,15 @@ def event_observed_at(
         if text:
             return observed_at({}, None, text)
     return observed_at({}, None, headers.get("webhook-timestamp"))
+
+
+@lru_cache(maxsize=1)
+def _intake_observed_at() -> Any:
+    """``ingest.webhooks.intake.observed_at``, imported on first use (intake imports this
+    module), and then without an import statement per request."""
+    from ingest.webhooks.intake import observed_at
+
+    return observed_at
 
 
 def _is_iso_time(text: str) -> bool:

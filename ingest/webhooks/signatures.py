@@ -19,6 +19,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 __all__ = [
     "SCHEMES",
+    "LoweredHeaders",
     "SignatureConfig",
     "SignatureError",
     "VerifiedSignature",
@@ -142,7 +143,14 @@ def sign_hmac_sha256(secret: str, body: bytes, prefix: str = "sha256=") -> str:
     return prefix + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def _lower_keys(headers: Mapping[str, str]) -> dict[str, str]:
+class LoweredHeaders(dict[str, str]):
+    """Headers whose names are lower-case already and whose values are text (as the web reads
+    them from the WSGI environ): the checks here use them as they are, without a copy."""
+
+
+def _lower_keys(headers: Mapping[str, str]) -> Mapping[str, str]:
+    if type(headers) is LoweredHeaders:
+        return headers
     # Werkzeug's Headers and plain dicts both offer items(); the last of repeated names wins.
     return {str(name).lower(): value for name, value in headers.items() if isinstance(value, str)}
 
