@@ -18,13 +18,23 @@ from tests.support.services import wait_for
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("holding", ["nothing", "a task due in 10 minutes"])
 def test_an_idle_worker_with_messages_waiting_exits_and_the_messages_stay(
-    stack_env: dict[str, str], procs: ProcessGroup, redis_client: redis.Redis
+    stack_env: dict[str, str], procs: ProcessGroup, redis_client: redis.Redis, holding: str
 ) -> None:
     env = dict(stack_env, INGEST_CELERY__CONSUMER_STALL_TIMEOUT="3")
     worker = procs.start_worker(env, extra="-Q ingest.control")
     app = Celery(broker=env["INGEST_REDIS_URL"])
     try:
+        if holding != "nothing":
+            # A retry with a long backoff is such a task: held by the worker until it is due,
+            # it is not work in progress, and must not hide a stalled consumer.
+            app.send_task(
+                "ingest.control.ping", queue="ingest.control", countdown=600, ignore_result=True
+            )
+            wait_for(
+                lambda: redis_client.llen("ingest.control") == 0, 30, 0.1, "the worker to take it"
+            )
         [reply] = app.control.cancel_consumer("ingest.control", reply=True, timeout=5)
         assert "ok" in next(iter(reply.values())), reply
         app.send_task("ingest.health.nothing", queue="ingest.control", ignore_result=True)
