@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from ingest.webhooks.scripts import CoalescedScript
-from ingest.webhooks.signatures import LoweredHeaders
+from ingest.webhooks.signatures import lower_keys
 
 __all__ = [
     "CLAIM_LUA",
@@ -191,10 +191,7 @@ def idempotency_key(
     canonical_hash: str,
 ) -> str:
     """Return the first present of: ``Idempotency-Key``, ``webhook-id``, event field, hash."""
-    if type(headers) is LoweredHeaders:
-        lowered: Mapping[str, Any] = headers
-    else:
-        lowered = {str(name).lower(): value for name, value in headers.items()}
+    lowered = lower_keys(headers)
     for name in ("idempotency-key", "webhook-id"):
         value = lowered.get(name)
         if isinstance(value, str) and value.strip():

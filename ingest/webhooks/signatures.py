@@ -24,6 +24,7 @@ __all__ = [
     "SignatureError",
     "VerifiedSignature",
     "check_signature_config",
+    "lower_keys",
     "sign_hmac_sha256",
     "sign_standard_webhook",
     "verify_signature",
@@ -110,7 +111,7 @@ def verify_signature(
     if config.scheme == "none":
         return VerifiedSignature()
     try:
-        lowered = _lower_keys(headers)
+        lowered = lower_keys(headers)
         raw = bytes(body)
         if config.scheme == "standard-webhooks":
             return _verify_standard(config, lowered, raw, time.time() if now is None else now)
@@ -148,7 +149,8 @@ class LoweredHeaders(dict[str, str]):
     them from the WSGI environ): the checks here use them as they are, without a copy."""
 
 
-def _lower_keys(headers: Mapping[str, str]) -> Mapping[str, str]:
+def lower_keys(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """Text-valued headers by lower-case name; :class:`LoweredHeaders` as they are."""
     if type(headers) is LoweredHeaders:
         return headers
     # Werkzeug's Headers and plain dicts both offer items(); the last of repeated names wins.
@@ -320,7 +322,7 @@ def verify_twilio(
     without and with the scheme's default port, since either may have been signed.
     """
     try:
-        lowered = _lower_keys(headers)
+        lowered = lower_keys(headers)
         offered = lowered.get("x-twilio-signature", "").strip()
         algorithm = _twilio_algorithm(lowered.get("x-twilio-webhooks-signature-settings", ""))
         if algorithm is None or not _B64_DIGEST[algorithm].fullmatch(offered):

@@ -33,10 +33,6 @@ class MetricBuffer:
         # histogram child -> [sum of values, count per bucket, the bucket bounds]
         self._observed: dict[Any, list[Any]] = {}
 
-    @property
-    def enabled(self) -> bool:
-        return self._enabled
-
     def enable(self) -> None:
         self._enabled = True
 
