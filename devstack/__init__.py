@@ -7,6 +7,7 @@ one machine, on ports of its own.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -216,18 +217,28 @@ class RedisServer(ManagedProcess):
 
 
 class MotoServer(ManagedProcess):
-    """moto's S3 server in server mode, over HTTP on loopback."""
+    """moto's S3 server in server mode, over HTTP on loopback.
+
+    It runs through ``devstack/s3server.py``, which serves a ranged GET from the requested
+    bytes instead of a copy of the whole object (moto's own way), when moto is importable
+    here; otherwise as the plain ``moto_server`` script.
+    """
 
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port or free_port()
-        binary = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+        if importlib.util.find_spec("moto") is not None:
+            command = [sys.executable, str(Path(__file__).with_name("s3server.py"))]
+        else:
+            command = [
+                shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+            ]
         env = dict(
             os.environ,
             AWS_ACCESS_KEY_ID=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
             AWS_SECRET_ACCESS_KEY=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
         )
         super().__init__(
-            "s3", [binary, "-H", "127.0.0.1", "-p", str(self.port)], env=env, log_path=log_path
+            "s3", [*command, "-H", "127.0.0.1", "-p", str(self.port)], env=env, log_path=log_path
         )
 
     @property
