@@ -7,6 +7,12 @@ claimed it, and every other batch counts it as a duplicate. Claims are remembere
 it claimed the first time instead of dropping them as duplicates of itself: dedup marks can
 never make a re-executed task lose rows.
 
+Key-field identities (``deduplication.keyFields``) of at most 14 bytes are not hashed: the key
+itself, length-prefixed, is the identity (exact, and a fifth of the CPU of hashing it), kept
+in mark sets of their own (scope ``<scope>#short``) so that no crafted key can equal another
+key's hash. Marks that an earlier version wrote for short keys as hashes are still honoured
+while they can be live: see :meth:`DedupIndex.claim_keys`.
+
 Marks live in sets per time epoch (``ttl`` seconds long): a claim checks the current and the
 previous epoch, so a mark lasts at least ``ttl`` and at most ``2 * ttl``. Sets are split into
 partitions by the identity's first byte, so that each Lua call touches one partition and the
@@ -36,9 +42,15 @@ __all__ = [
     "identities_from_hex",
     "identities_from_hex_column",
     "key_field_identities",
+    "key_texts",
+    "short_key_identities",
 ]
 
 IDENTITY_BYTES = 16
+# A key text this long or shorter is its own identity: a byte that spreads identities over the
+# partitions, the length, the text, zero bytes to 16.
+SHORT_KEY_BYTES = IDENTITY_BYTES - 2
+SHORT_SCOPE_SUFFIX = "#short"
 # Lua's unpack() has a fixed stack limit; 4000 members a call stays well inside it.
 CHUNK = 4000
 
@@ -120,13 +132,10 @@ def identities_from_hex_column(hashes: pa.Array | pa.ChunkedArray) -> np.ndarray
     return identities_from_digests(digests_from_hex_text(hashes))
 
 
-def key_field_identities(frame: Any, fields: Sequence[str]) -> np.ndarray:
-    """Identities (``S16``) of rows by their key-field values, computed column-wise.
-
-    ``frame`` is a pandas DataFrame or an Arrow table. A row's identity is the SHA-256 of
-    its key-field values as text joined by U+001F (a null is U+0000; a time is its integer
-    nanoseconds, which is exact and cheap to render).
-    """
+def key_texts(frame: Any, fields: Sequence[str]) -> pa.Array:
+    """The rows' key-field values as one text each, computed column-wise: the values as text
+    joined by U+001F (a null is U+0000; a time is its integer nanoseconds, which is exact and
+    cheap to render). ``frame`` is a pandas DataFrame or an Arrow table."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -147,18 +156,65 @@ def key_field_identities(frame: Any, fields: Sequence[str]) -> np.ndarray:
         joined = pc.binary_join_element_wise(
             *texts, "\x1f", null_handling="replace", null_replacement="\x00"
         )
-    return identities_from_digests(sha256_digests(joined))
+    if isinstance(joined, pa.ChunkedArray):
+        joined = joined.combine_chunks() if joined.num_chunks != 1 else joined.chunk(0)
+    return joined
+
+
+def key_field_identities(frame: Any, fields: Sequence[str]) -> np.ndarray:
+    """Identities (``S16``) of rows by their key-field values: the SHA-256 of
+    :func:`key_texts`, whatever their length (what :meth:`DedupIndex.claim_keys` uses for
+    keys over 14 bytes, and what it used for every key before short keys had their own)."""
+    return identities_from_digests(sha256_digests(key_texts(frame, fields)))
+
+
+def short_key_identities(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Which key texts are at most 14 bytes (a mask), and those keys' identities (``S16``).
+
+    A short key's identity is one byte mixed from the rest (for the partition), its length,
+    its bytes and zero bytes to 16: distinct texts always have distinct identities.
+    """
+    import pyarrow as pa
+
+    count = len(texts)
+    kind = np.int64 if pa.types.is_large_string(texts.type) else np.int32
+    offsets = np.frombuffer(texts.buffers()[1], dtype=kind)[texts.offset : texts.offset + count + 1]
+    lengths = np.diff(offsets)
+    short = lengths <= SHORT_KEY_BYTES
+    starts = offsets[:-1][short]
+    used = lengths[short]
+    ids = np.zeros((len(starts), IDENTITY_BYTES), dtype=np.uint8)
+    if len(starts):
+        values = np.frombuffer(texts.buffers()[2], dtype=np.uint8)[: int(offsets[-1])]
+        padded = np.concatenate((values, np.zeros(SHORT_KEY_BYTES, dtype=np.uint8)))
+        # Every short key's 14 bytes from where it starts, then what lies past its end zeroed.
+        body = np.lib.stride_tricks.sliding_window_view(padded, SHORT_KEY_BYTES)[starts]
+        body[np.arange(SHORT_KEY_BYTES) >= used[:, None]] = 0
+        ids[:, 2:] = body
+        ids[:, 1] = used
+        words = ids.view(np.uint64)
+        mixed = (words[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ (
+            words[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F)
+        )
+        ids[:, 0] = (mixed >> np.uint64(56)).astype(np.uint8)
+    return short, ids.view(f"S{IDENTITY_BYTES}").reshape(-1)
+
+
+def _take(texts: pa.Array, rows: np.ndarray) -> pa.Array:
+    return texts if len(rows) == len(texts) else texts.take(rows)
 
 
 def first_occurrences(ids: np.ndarray) -> np.ndarray:
     """Ascending positions of the first occurrence of each distinct identity in ``ids``.
 
-    Sorting 16-byte strings is slow; their first 8 bytes sort as integers in a fraction of
-    the time. Only rows whose first 8 bytes occur more than once (true repeats, or a rare
-    prefix clash) are compared in full.
+    Sorting 16-byte strings is slow; a 64-bit mix of both halves sorts as integers in a
+    fraction of the time. Only rows whose mix occurs more than once (true repeats, or a rare
+    clash) are compared in full. Both halves count: short keys' identities share their first
+    bytes (the same length, a common prefix) far more often than hashes do.
     """
     count = len(ids)
-    head = np.ascontiguousarray(ids).view(np.uint64)[::2]
+    words = np.ascontiguousarray(ids).view(np.uint64)
+    head = words[::2] ^ (words[1::2] * np.uint64(0x9E3779B97F4A7C15))
     ordered = np.sort(head)
     if not bool((ordered[1:] == ordered[:-1]).any()):
         return np.arange(count)
@@ -192,6 +248,8 @@ class DedupIndex:
         self.namespace = namespace
         self.partitions = partitions
         self._sha = hashlib.sha1(_CLAIM.encode("utf-8")).hexdigest()  # as Redis names it
+        # scope -> (epoch short keys started, whether hashed marks existed then): fixed once set.
+        self._short_key_start: dict[str, tuple[int, bool]] = {}
         self._release = client.register_script(_RELEASE)
 
     def _set_key(self, scope: str, partition: int, epoch: int) -> str:
@@ -246,6 +304,72 @@ class DedupIndex:
         for chunk, bits in zip(chunks, self._claims(calls), strict=True):
             keep[chunk] = np.frombuffer(bits, dtype=np.uint8) == ord("1")
         return keep
+
+    def claim_keys(
+        self, scope: str, owner: str, texts: pa.Array, now: float | None = None
+    ) -> np.ndarray:
+        """:meth:`claim` for rows identified by key texts (:func:`key_texts`, no nulls).
+
+        Keys of at most 14 bytes are claimed as themselves in the scope ``<scope>#short``;
+        longer ones by their SHA-256 in ``scope``, as before. Until the end of the epoch after
+        the one in which a scope first saw short keys, and only if ``scope`` then held marks
+        (written by a version that hashed every key), short keys are also claimed by their
+        hash in ``scope``: a row is stored only if both find it new, so a key stored before
+        an upgrade is still a duplicate after it. A rolling upgrade that keeps old workers
+        running longer than one ``ttl`` after the first new one would lose that overlap.
+        """
+        keep = np.zeros(len(texts), dtype=bool)
+        if len(texts) == 0:
+            return keep
+        short, raw = short_key_identities(texts)
+        short_rows = np.flatnonzero(short)
+        long_rows = np.flatnonzero(~short)
+        if len(short_rows):
+            legacy = self._short_keys_need_hashes(scope, self._epoch(now))
+            mine = self.claim(scope + SHORT_SCOPE_SUFFIX, owner, raw, now)
+            if legacy:
+                hashed = identities_from_digests(sha256_digests(_take(texts, short_rows)))
+                mine &= self.claim(scope, owner, hashed, now)
+            keep[short_rows] = mine
+        if len(long_rows):
+            hashed = identities_from_digests(sha256_digests(_take(texts, long_rows)))
+            keep[long_rows] = self.claim(scope, owner, hashed, now)
+        return keep
+
+    def _epoch(self, now: float | None) -> int:
+        return int((time.time() if now is None else now) // self.ttl)
+
+    def _short_keys_need_hashes(self, scope: str, epoch: int) -> bool:
+        """Whether short keys of ``scope`` must also be checked by hash (see claim_keys).
+
+        The first claim of short keys in a scope records, once for all processes, the epoch
+        and whether the scope's hashed mark sets of that epoch and the one before existed:
+        marks older than that can no longer be read after the next epoch.
+        """
+        known = self._short_key_start.get(scope)
+        if known is None:
+            key = f"{self.namespace}:{{{scope}{SHORT_SCOPE_SUFFIX}}}:since"
+            raw = self.client.get(key)
+            if raw is None:
+                sets = [
+                    self._set_key(scope, partition, e)
+                    for partition in range(self.partitions)
+                    for e in (epoch, epoch - 1)
+                ]
+                found = any(int(n) for n in self._pipeline([("EXISTS", k) for k in sets]))
+                self.client.set(key, f"{epoch}:{int(found)}", nx=True)
+                raw = self.client.get(key)
+            text = raw.decode() if isinstance(raw, bytes) else str(raw or "0:1")
+            first, _, found_marks = text.partition(":")
+            known = (int(first), found_marks == "1")
+            self._short_key_start[scope] = known
+        started, had_marks = known
+        return had_marks and epoch <= started + 1
+
+    def forget_key_owner(self, scope: str, owner: str) -> None:
+        """:meth:`forget_owner` for an owner that claimed with :meth:`claim_keys`."""
+        self.forget_owner(scope, owner)
+        self.forget_owner(scope + SHORT_SCOPE_SUFFIX, owner)
 
     def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one round trip; errors come back in place of their reply."""

@@ -20,7 +20,7 @@ import redis
 
 from ingest.circuit import breaker_for
 from ingest.config import Settings
-from ingest.dedup import DedupIndex, identities_from_hex_column, key_field_identities
+from ingest.dedup import DedupIndex, identities_from_hex_column, key_texts
 from ingest.dlq import DeadLetterQueue, task_entry
 from ingest.errors import PermanentError
 from ingest.s3csv.header import split_header
@@ -265,7 +265,7 @@ class RangeProcessor:
         )
         self._save_summary(spec.rangeId, str(part), summary)
         if self.dedup is not None:
-            self.dedup.forget_owner(f"s3:{spec.schema_name}", owner)
+            self.dedup.forget_key_owner(f"s3:{spec.schema_name}", owner)
         return summary, [e.reason for e in entries]
 
     def _dedup(
@@ -280,15 +280,14 @@ class RangeProcessor:
         if self.dedup is None or len(positions) == 0:
             return positions, np.ones(len(positions), dtype=bool)
         key_fields = schema.key_fields or self.settings.s3csv.deduplication.key_fields
+        scope = f"s3:{spec.schema_name}"
         if key_fields and all(f in result.valid.column_names for f in key_fields):
-            ids = key_field_identities(result.valid, key_fields)
-        else:
-            hashes = parsed.content_hashes
-            if len(positions) != len(hashes):
-                hashes = hashes.take(pa.array(positions))
-            ids = identities_from_hex_column(hashes)
-        keep = self.dedup.claim(f"s3:{spec.schema_name}", owner, ids)
-        return positions, keep
+            keys = key_texts(result.valid, key_fields)
+            return positions, self.dedup.claim_keys(scope, owner, keys)
+        hashes = parsed.content_hashes
+        if len(positions) != len(hashes):
+            hashes = hashes.take(pa.array(positions))
+        return positions, self.dedup.claim(scope, owner, identities_from_hex_column(hashes))
 
     # The steps profiled on their own (loadtests/profile_range.py --stages).
     def _dead_letter_rows(

@@ -15,6 +15,7 @@ from ingest.dedup import (
     identities_from_digests,
     identities_from_hex,
     identities_from_hex_column,
+    short_key_identities,
 )
 from ingest.hashing import digests_from_hex_text, sha256_digests
 from ingest.provenance import ProvenanceBuilder, constant_text_column
@@ -56,6 +57,18 @@ def test_first_occurrences_match_numpy_unique(repeats: int) -> None:
     ids[10] = ids[11][:8] + b"\x01" * 8
     _, expected = np.unique(ids, return_index=True)
     assert first_occurrences(ids).tolist() == sorted(expected.tolist())
+
+
+def test_first_occurrences_of_ids_sharing_a_prefix_or_a_mixed_head() -> None:
+    """Short keys' identities share their first 8 bytes; two ids can share the 64-bit mix
+    the function sorts on. Neither is a repeat: only equal ids are."""
+    _, short = short_key_identities(pa.array([f"e-{n:08d}" for n in range(3000)] * 2))
+    assert first_occurrences(short).tolist() == list(range(3000))
+    k = 0x9E3779B97F4A7C15
+    w0a, w1a, w1b = 0x0123456789ABCDEF, 0x1111, 0x2222
+    w0b = w0a ^ ((w1a * k) % 2**64) ^ ((w1b * k) % 2**64)  # the same mix, other bytes
+    pair = np.array([[w0a, w1a], [w0b, w1b], [w0a, w1a]], dtype=np.uint64).view("S16")
+    assert first_occurrences(pair.reshape(-1)).tolist() == [0, 1]
 
 
 def test_common_columns_hold_the_common_values() -> None:
