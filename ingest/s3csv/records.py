@@ -10,7 +10,7 @@ costs little time, is rejected alone, and never fails the range.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from hashlib import sha256
@@ -55,14 +55,23 @@ class ParsedRange:
 
     ``content_hashes``, ``line_numbers`` and ``byte_offsets`` are aligned with the rows
     of ``table``; line numbers are 1-based physical lines, offsets are absolute in the object.
+    ``hashes`` is the hashes or a function that computes them: :func:`parse_records` hashes
+    the records when ``content_hashes`` is first read, so that a caller can do it while it
+    waits for something else (the S3 pipeline, while Redis checks the rows' keys).
     """
 
     table: pa.Table
-    content_hashes: pa.ChunkedArray
+    hashes: pa.ChunkedArray | Callable[[], pa.ChunkedArray]
     line_numbers: np.ndarray
     byte_offsets: np.ndarray
     rejected: list[RejectedRecord]
     blank_lines: int
+
+    @property
+    def content_hashes(self) -> pa.ChunkedArray:
+        if not isinstance(self.hashes, pa.ChunkedArray):
+            self.hashes = self.hashes()
+        return self.hashes
 
     @property
     def records_total(self) -> int:
@@ -138,7 +147,9 @@ class _RangeParser:
         self.layout = _layout(data, dialect, scan)
         self.hashes = pa.array([], type=pa.string())
         self.tables: list[pa.Table] = []
-        self.hash_parts: list[pa.Array] = []
+        # A slow part's hashes, or a fast part's records (first, stop) in ``self.hashes``.
+        self.hash_parts: list[pa.Array | tuple[int, int]] = []
+        self.hashed = False
         self.line_index: list[np.ndarray] = []
         self.starts: list[np.ndarray] = []
         self.slow_parts: list[SlowParse] = []
@@ -146,6 +157,18 @@ class _RangeParser:
     def hash_records(self) -> None:
         layout = self.layout
         self.hashes = record_hex_digests(self.data, layout.starts, layout.ends, layout.newlines)
+        self.hashed = True
+
+    def joined_hashes(self) -> pa.ChunkedArray:
+        """The hashes of the rows, in the order of the parts: the fast parts' slices of one
+        hashing of every record (made now if it was not), the slow parts' own."""
+        if not self.hashed and any(isinstance(p, tuple) for p in self.hash_parts):
+            self.hash_records()
+        parts = [
+            self.hashes.slice(p[0], p[1] - p[0]) if isinstance(p, tuple) else p
+            for p in self.hash_parts
+        ]
+        return pa.chunked_array(parts, type=pa.string())
 
     def fast(self, first: int, stop: int) -> pa.Table | None:
         start = int(self.layout.starts[first])
@@ -160,7 +183,7 @@ class _RangeParser:
 
     def add_fast(self, table: pa.Table, first: int, stop: int) -> None:
         self.tables.append(table)
-        self.hash_parts.append(self.hashes.slice(first, stop - first))
+        self.hash_parts.append((first, stop))
         self.line_index.append(self.layout.line_index[first:stop])
         self.starts.append(self.layout.starts[first:stop])
 
@@ -201,7 +224,7 @@ class _RangeParser:
             return np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int64)
 
         table = pa.concat_tables(self.tables) if self.tables else empty_table(self.names)
-        hashes = pa.chunked_array(self.hash_parts, type=pa.string())
+        hashes = self.joined_hashes() if self.hashed else self.joined_hashes
         rejected = [
             RejectedRecord(
                 first_line + span.line,
@@ -261,8 +284,7 @@ def parse_records(
             parser.hash_records()
             tables = parsing.result()
     else:
-        parser.hash_records()
-        tables = parser.fast_all(blocks)
+        tables = parser.fast_all(blocks)  # hashing waits for the first read of the hashes
     for (first, stop, slow), table in zip(blocks, tables, strict=True):
         if table is not None:
             parser.add_fast(table, first, stop)
