@@ -328,7 +328,24 @@ class TestSchemaFiles:
 
 
 class TestStrMatches:
-    VALUES = ["abc", "abc\n", "ab\nc", "ABC", "äbc", "a_1", "", " abc", "abc ", "x" * 70, None]
+    VALUES = [
+        "abc",
+        "abc\n",
+        "ab\nc",
+        "ABC",
+        "äbc",
+        "a_1",
+        "",
+        " abc",
+        "abc ",
+        "x" * 70,
+        None,
+        "&",
+        "-a",
+        "[a]",
+        "a.b@c.de",
+        "~",
+    ]
 
     @pytest.mark.parametrize(
         "pattern",
@@ -343,6 +360,16 @@ class TestStrMatches:
             r"^[a-z]+\s*$",
             r"^(?=a)[a-z]+$",
             r"^a{,3}",
+            # Rust reads these brackets as set operations or a nested class: RE2 runs them.
+            r"^[a&&b]",
+            r"^[%--]+$",
+            r"^[a~~b]",
+            r"^[a[b]]",
+            r"^[]a-]+",
+            r"^[^]a]+$",
+            r"^[[:alpha:]]+$",  # a POSIX class to RE2, "[", ":", "a"... to Python: pandas runs it
+            r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$",
+            r"^\[a\]$|^~$",
         ],
     )
     def test_agrees_with_pandas_str_match(self, pattern: str) -> None:
@@ -352,6 +379,26 @@ class TestStrMatches:
         text = pd.Series([v or None for v in self.VALUES], dtype="str")
         expected = text.str.match(pattern, na=False) | text.isna()
         assert list(result.valid_positions) == list(np.flatnonzero(expected))
+
+    @pytest.mark.parametrize(
+        ("pattern", "on_polars"),
+        [
+            (r"^[A-Za-z0-9_-]{1,64}$", True),
+            (r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$", True),
+            (r"^\[a&&b\]$", True),  # escaped brackets: no class at all
+            (r"^a&&b--c$", True),  # outside brackets these are plain characters
+            (r"^[a&&b]", False),
+            (r"^[%--]", False),
+            (r"^[a~~b]", False),
+            (r"^[a[b]]", False),
+        ],
+    )
+    def test_patterns_run_on_rust_regex_only_where_it_reads_them_as_re2(
+        self, pattern: str, on_polars: bool
+    ) -> None:
+        schema = schema_of({"v": Column(str, Check.str_matches(pattern), nullable=True)})
+        [check] = schema._str_matches
+        assert check.on_polars is on_polars
 
     def test_reason_and_failure_case_match_pandera(self, entities: CsvSchema) -> None:
         result = entities.validate(entity_rows(("a b", *GOOD[1:])))
