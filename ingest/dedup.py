@@ -252,6 +252,9 @@ class DedupIndex:
         self._short_key_start: dict[str, tuple[int, bool]] = {}
         self._release = client.register_script(_RELEASE)
 
+    def _epoch(self, now: float | None) -> int:
+        return int((time.time() if now is None else now) // self.ttl)
+
     def _set_key(self, scope: str, partition: int, epoch: int) -> str:
         return f"{self.namespace}:{{{scope}:{partition}}}:e{epoch}"
 
@@ -270,7 +273,7 @@ class DedupIndex:
         if len(ids) == 0:
             return keep
         first = first_occurrences(ids)
-        epoch = int((time.time() if now is None else now) // self.ttl)
+        epoch = self._epoch(now)
         leading = np.ascontiguousarray(ids).view(np.uint8)[::IDENTITY_BYTES]
         parts = leading[first] % self.partitions
         # One stable sort groups the rows by partition, each group still in row order.
@@ -335,9 +338,6 @@ class DedupIndex:
             hashed = identities_from_digests(sha256_digests(_take(texts, long_rows)))
             keep[long_rows] = self.claim(scope, owner, hashed, now)
         return keep
-
-    def _epoch(self, now: float | None) -> int:
-        return int((time.time() if now is None else now) // self.ttl)
 
     def _short_keys_need_hashes(self, scope: str, epoch: int) -> bool:
         """Whether short keys of ``scope`` must also be checked by hash (see claim_keys).
@@ -406,7 +406,7 @@ class DedupIndex:
         write failed, so that nothing of it is stored. Its rows may then come back grouped
         differently (a webhook drain's re-read) under another owner, which must not find
         them claimed. Returns how many identities were released."""
-        epoch = int((time.time() if now is None else now) // self.ttl)
+        epoch = self._epoch(now)
         released = 0
         for partition in range(self.partitions):
             keys = (

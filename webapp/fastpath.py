@@ -34,8 +34,8 @@ log = logging.getLogger("webapp.webhooks")
 access_log = logging.getLogger("ingest.access")
 PREFIX = "/v1/webhooks/"
 ENDPOINT = "webhooks.receive_event"
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 _REASONS = {
