@@ -7,6 +7,7 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ from ingest.schemas import (
     UnknownColumns,
     UnknownSchemaError,
     load_schema_file,
+    regex,
 )
 
 ENTITIES_HEADER = ["id", "timestamp", "name", "category", "score"]
@@ -399,6 +401,20 @@ class TestStrMatches:
         schema = schema_of({"v": Column(str, Check.str_matches(pattern), nullable=True)})
         [check] = schema._str_matches
         assert check.on_polars is on_polars
+
+    def test_a_pattern_polars_refuses_runs_on_re2(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def refuse(text: Any, anchored: str) -> Any:
+            raise RuntimeError("regex parse error")
+
+        monkeypatch.setattr(regex, "_polars_matches", refuse)
+        pattern = r"^[a-z]+$"
+        schema = schema_of({"v": Column(str, Check.str_matches(pattern), nullable=True)})
+        [check] = schema._str_matches
+        assert check.on_polars is False
+        result = schema.validate(pa.table({"v": pa.array(self.VALUES, pa.string())}))
+        text = pd.Series([v or None for v in self.VALUES], dtype="str")
+        expected = text.str.match(pattern, na=False) | text.isna()
+        assert list(result.valid_positions) == list(np.flatnonzero(expected))
 
     def test_reason_and_failure_case_match_pandera(self, entities: CsvSchema) -> None:
         result = entities.validate(entity_rows(("a b", *GOOD[1:])))
