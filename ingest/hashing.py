@@ -6,6 +6,7 @@ import binascii
 import hashlib
 import json
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # webhook processes import this module: numpy and pyarrow load on first use
@@ -13,12 +14,21 @@ if TYPE_CHECKING:  # webhook processes import this module: numpy and pyarrow loa
     import polars as pl
     import pyarrow as pa
 
+_native: ModuleType | None
+try:  # the compiled part of the build; optional (see setup.py)
+    from ingest import _sha256 as _native
+except ImportError:  # not built here: polars-hash, then hashlib, give the same digests
+    _native = None
+
 __all__ = [
     "DIGEST_SIZE",
     "HASH_ALGORITHM",
+    "NATIVE_BACKEND",
     "canonical_json",
     "canonical_text",
     "digests_from_hex_text",
+    "hex_text",
+    "native_span_digests",
     "polars_sha256_hex",
     "sha256_digests",
     "sha256_hex",
@@ -28,6 +38,10 @@ __all__ = [
 HASH_ALGORITHM = "SHA-256"
 DIGEST_SIZE = 32
 _HEX_WIDTH = 2 * DIGEST_SIZE
+
+#: How :func:`native_span_digests` compresses blocks: ``"sha-ni"`` (the CPU's SHA
+#: instructions), ``"portable"`` (C), or None where ``ingest._sha256`` was not built.
+NATIVE_BACKEND: str | None = _native.BACKEND if _native is not None else None
 
 
 def sha256_hex(content: bytes) -> str:
@@ -80,17 +94,27 @@ def strip_line_terminator(line: bytes) -> bytes:
 def sha256_digests(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The SHA-256 digests, shape ``(n, 32)``, of every value of a string or binary column.
 
-    Nulls are not allowed. Polars-hash (Rust) hashes the column when it is installed, and
-    its hex output becomes raw bytes in one call; the :mod:`hashlib` loop is the fallback.
-    Either way no per-value Python object is made on the fast path, which is what costs
-    when a column has hundreds of thousands of values.
+    Nulls are not allowed. The compiled ``ingest._sha256`` hashes the column's values
+    buffer in one call where it was built; otherwise polars-hash (Rust), whose hex output
+    becomes raw bytes in one call; the :mod:`hashlib` loop is the last fallback. No
+    per-value Python object is made on the first two, which is what costs when a column has
+    hundreds of thousands of values.
     """
     import numpy as np
+    import pyarrow as pa
 
     if values.null_count:
         raise ValueError("cannot hash a column holding nulls")
     if len(values) == 0:
         return np.empty((0, DIGEST_SIZE), dtype=np.uint8)
+    if _native is not None:
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+        spans = _value_spans(values)
+        if spans is not None:
+            found = native_span_digests(*spans)
+            assert found is not None  # _native is there
+            return found
     try:  # imported here: webhook processes import this module and never need polars
         import polars as pl
         import polars_hash  # noqa: F401  (only to know it is there)
@@ -98,6 +122,74 @@ def sha256_digests(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         raw = b"".join(hashlib.sha256(v).digest() for v in _as_bytes(values))
         return np.frombuffer(raw, dtype=np.uint8).reshape(-1, DIGEST_SIZE)
     return digests_from_hex_text(polars_sha256_hex(pl.Series("v", values)))
+
+
+def _value_spans(values: pa.Array) -> tuple[Any, np.ndarray, np.ndarray] | None:
+    """A string or binary array's values buffer and each value's (start, end) in it, or None
+    for any other type."""
+    import numpy as np
+    import pyarrow as pa
+
+    kind = values.type
+    if pa.types.is_string(kind) or pa.types.is_binary(kind):
+        width: type = np.int32
+    elif pa.types.is_large_string(kind) or pa.types.is_large_binary(kind):
+        width = np.int64
+    else:
+        return None
+    count = len(values)
+    buffers = values.buffers()
+    window = slice(values.offset, values.offset + count + 1)
+    bounds = np.frombuffer(buffers[1], dtype=width)[window].astype(np.int64)
+    data = buffers[2] if buffers[2] is not None else b""
+    return data, bounds[:-1].copy(), bounds[1:].copy()
+
+
+def native_span_digests(data: Any, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+    """The SHA-256 digests, shape ``(n, 32)``, of ``data[starts[i]:ends[i]]`` by the compiled
+    ``ingest._sha256``, in one call without the GIL; None where it was not built.
+
+    ``data`` is any buffer (bytes, a memoryview, an Arrow buffer). Spans outside it raise
+    ``ValueError``.
+    """
+    import numpy as np
+
+    if _native is None:
+        return None
+    raw, _ = _native.sha256_spans(data, _int64(starts), _int64(ends), True, False)
+    assert raw is not None
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, DIGEST_SIZE)
+
+
+def native_span_hex(data: Any, starts: np.ndarray, ends: np.ndarray) -> pa.Array | None:
+    """:func:`native_span_digests` as an Arrow array of 64 lower-case hex digits each (the
+    form ``contentHash`` is stored in), written by the same call; None where not built."""
+    if _native is None:
+        return None
+    _, text = _native.sha256_spans(data, _int64(starts), _int64(ends), False, True)
+    assert text is not None
+    return hex_text(text, len(starts))
+
+
+def _int64(values: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    return np.ascontiguousarray(values, dtype=np.int64)
+
+
+def hex_text(text: bytes, count: int) -> pa.Array:
+    """An Arrow array over ``count`` hex digests written back to back in ``text``: ``string``,
+    or ``large_string`` when they are too many for 32-bit offsets."""
+    import numpy as np
+    import pyarrow as pa
+
+    if len(text) != count * _HEX_WIDTH:
+        raise ValueError(f"expected {count} digests of 64 hex digits, got {len(text)} bytes")
+    large = count * _HEX_WIDTH >= 2**31
+    kind = np.int64 if large else np.int32
+    offsets = np.arange(0, (count + 1) * _HEX_WIDTH, _HEX_WIDTH, dtype=kind)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(text)]
+    return pa.Array.from_buffers(pa.large_string() if large else pa.string(), count, buffers)
 
 
 def polars_sha256_hex(series: pl.Series) -> pa.Array:

@@ -4,12 +4,16 @@ The hash of a record is :func:`ingest.hashing.sha256_hex` of its bytes without t
 terminator; here it is computed for all records of a buffer at once and returned as raw
 digests or as an Arrow string array of lower-case hex.
 
-Two implementations give bit-identical digests. The fast one hands every record to
-polars-hash (Rust, SHA-NI where the CPU has it) as one Arrow column built without a
-per-record Python loop; it costs about a third of the CPU time of the other. The
-fallback, used when polars or polars-hash cannot be imported, hashes with :mod:`hashlib`.
+Three implementations give bit-identical digests:
 
-Threads: the fast path hashes one single-chunk column eagerly, which polars runs on the
+- the compiled ``ingest._sha256`` (see ``setup.py``) hashes every span of the buffer in
+  one call, without the GIL, with the CPU's SHA instructions where it has them, and writes
+  raw digests or hex itself;
+- where it was not built, every record goes to polars-hash (Rust) as one Arrow column
+  built without a per-record Python loop;
+- where polars or polars-hash cannot be imported either, :mod:`hashlib`.
+
+Threads: the polars path hashes one single-chunk column eagerly, which polars runs on the
 calling thread; polars' thread pool is not used, so ``POLARS_MAX_THREADS`` does not
 matter here and is deliberately left alone (a library cannot set it reliably anyway: it
 is read once, when polars is first imported). One thread per call is what a Celery
@@ -27,7 +31,7 @@ from hashlib import sha256
 import numpy as np
 import pyarrow as pa
 
-from ingest.hashing import polars_sha256_hex
+from ingest.hashing import native_span_digests, native_span_hex, polars_sha256_hex
 
 try:
     import polars as pl
@@ -79,6 +83,9 @@ def record_digests(
     """
     if not len(starts):
         return np.empty((0, DIGEST_SIZE), dtype=np.uint8)
+    native = native_span_digests(data, starts, ends)
+    if native is not None:
+        return native
     if FAST_PATH:
         digests = _polars_digests(data, starts, ends)
         if digests is not None:
@@ -92,9 +99,13 @@ def record_hex_digests(
 ) -> pa.StringArray:
     """:func:`record_digests` as lower-case hex, the form contentHash is stored in.
 
-    polars-hash produces hex already: taking it as it comes skips turning it into bytes
-    and back, which cost a tenth of the hashing.
+    Both the compiled hash and polars-hash write hex themselves: taking it as it comes skips
+    turning it into bytes and back, which cost a tenth of the hashing.
     """
+    if len(starts):
+        native = native_span_hex(data, starts, ends)
+        if native is not None:
+            return native
     if FAST_PATH and len(starts):
         text = _polars_hex(data, starts, ends)
         if text is not None:

@@ -106,8 +106,8 @@ def test_constant_text_columns_survive_parquet() -> None:
 
 def test_hex_record_digests_match_the_raw_ones() -> None:
     data = b'a,b\n"x\ny",z\n\nlast'
-    starts = np.array([0, 4, 14], dtype=np.int64)
-    ends = np.array([3, 12, 18], dtype=np.int64)
+    starts = np.array([0, 4, 13], dtype=np.int64)
+    ends = np.array([3, 12, 17], dtype=np.int64)
     newlines = np.array([3, 7, 12, 13], dtype=np.int64)
     text = digests.record_hex_digests(data, starts, ends, newlines)
     assert text.type == pa.string()

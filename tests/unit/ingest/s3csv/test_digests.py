@@ -1,4 +1,5 @@
-"""record_digests: the polars-hash fast path and the hashlib fallback agree with hashlib."""
+"""record_digests: the compiled hash, the polars-hash path and the hashlib fallback agree
+with hashlib."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from ingest import hashing
 from ingest.hashing import sha256_hex
 from ingest.s3csv import digests
 from ingest.s3csv.ranges import CsvDialect
@@ -39,15 +41,27 @@ def newlines(data: bytes) -> np.ndarray:
 
 
 def both(data: bytes, starts: np.ndarray, ends: np.ndarray, mp: pytest.MonkeyPatch) -> np.ndarray:
-    """The digests by the default path, checked against the forced fallback and hashlib."""
-    result = digests.record_digests(data, starts, ends, newlines(data))
+    """The digests by the default path, checked against each fallback and hashlib; the hex
+    form of each path against the digests."""
+    lines = newlines(data)
+    result = digests.record_digests(data, starts, ends, lines)
+    hexes = [digests.record_hex_digests(data, starts, ends, lines)]
+    others = []
     with mp.context() as patched:
-        patched.setattr(digests, "FAST_PATH", False)
-        fallback = digests.record_digests(data, starts, ends, newlines(data))
-    assert result.dtype == fallback.dtype == np.uint8
-    assert result.shape == fallback.shape == (len(starts), digests.DIGEST_SIZE)
+        patched.setattr(hashing, "_native", None)  # as if ingest._sha256 were not built
+        others.append(digests.record_digests(data, starts, ends, lines))
+        hexes.append(digests.record_hex_digests(data, starts, ends, lines))
+        patched.setattr(digests, "FAST_PATH", False)  # and polars-hash not installed
+        others.append(digests.record_digests(data, starts, ends, lines))
+        hexes.append(digests.record_hex_digests(data, starts, ends, lines))
     assert [bytes(row) for row in result] == expected(data, starts, ends)
-    assert np.array_equal(result, fallback)
+    for other in others:
+        assert other.dtype == result.dtype == np.uint8
+        assert other.shape == result.shape == (len(starts), digests.DIGEST_SIZE)
+        assert np.array_equal(result, other)
+    for text in hexes:
+        assert text.type == "string"
+        assert text.to_pylist() == [bytes(row).hex() for row in result]
     return result
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from ingest import hashing
 from ingest.hashing import sha256_hex
 from ingest.s3csv import digests, records
 from ingest.s3csv.header import parse_header, split_header
@@ -154,7 +155,9 @@ class TestFastPath:
         record = b'%d,"v' + eol + b'%d"' + eol + eol + b"%d,x" + eol
         data = b"a,b" + eol + b"".join(record % (i, i, i) for i in range(50))
         expected = parse(data).content_hashes.to_pylist()
-        # Batches belong to the hashlib fallback; the default may be the polars-hash path.
+        # Batches belong to the hashlib fallback, used when neither the compiled hash nor
+        # polars-hash is there.
+        monkeypatch.setattr(hashing, "_native", None)
         monkeypatch.setattr(digests, "FAST_PATH", False)
         monkeypatch.setattr(digests, "HASH_BATCH_BYTES", 7)
         assert parse(data).content_hashes.to_pylist() == expected

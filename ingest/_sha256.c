@@ -1,0 +1,305 @@
+/*
+ * SHA-256 of many byte spans of one buffer, in one call: ingest._sha256.
+ *
+ * The import hashes every record of a range (hundreds of thousands per call) and every dedup
+ * key longer than 14 bytes. One call here hashes all of them without the GIL and writes the
+ * digests as raw bytes, as lower-case hex, or both, back to back. On x86-64 CPUs with the SHA
+ * extensions (SHA-NI) the blocks are compressed with them; elsewhere with the portable code
+ * below, which gives the same digests (tests compare both with hashlib); hex is written with
+ * SSSE3 shuffles where the CPU has them.
+ *
+ * Optional at build and at run time: ingest.hashing falls back to polars-hash, then hashlib.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define INGEST_SHA_NI 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+typedef void (*compress_fn)(uint32_t state[8], const uint8_t *blocks, size_t count);
+
+static const uint32_t K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2,
+};
+
+static const uint32_t H0[8] = {
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+};
+
+#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void
+compress_portable(uint32_t st[8], const uint8_t *p, size_t count)
+{
+    uint32_t w[64];
+    for (; count; count--, p += 64) {
+        for (int i = 0; i < 16; i++) {
+            w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16
+                   | (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+        }
+        for (int i = 16; i < 64; i++) {
+            uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+            uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+        }
+        uint32_t a = st[0], b = st[1], c = st[2], d = st[3];
+        uint32_t e = st[4], f = st[5], g = st[6], h = st[7];
+        for (int i = 0; i < 64; i++) {
+            uint32_t t1 = h + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g))
+                          + K[i] + w[i];
+            uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+            h = g;
+            g = f;
+            f = e;
+            e = d + t1;
+            d = c;
+            c = b;
+            b = a;
+            a = t1 + t2;
+        }
+        st[0] += a;
+        st[1] += b;
+        st[2] += c;
+        st[3] += d;
+        st[4] += e;
+        st[5] += f;
+        st[6] += g;
+        st[7] += h;
+    }
+}
+
+#ifdef INGEST_SHA_NI
+/* The state is kept as the two registers the SHA instructions work on, ABEF and CDGH. Each
+ * pass of the inner loop runs four rounds and, for the first twelve, extends the message
+ * schedule by four words: W[t..t+3] from W[t-16..t-1]. */
+__attribute__((target("sha,sse4.1,ssse3"))) static void
+compress_shani(uint32_t st[8], const uint8_t *p, size_t count)
+{
+    const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&st[0]), 0xB1);
+    __m128i cdgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&st[4]), 0x1B);
+    __m128i abef = _mm_alignr_epi8(tmp, cdgh, 8);
+    cdgh = _mm_blend_epi16(cdgh, tmp, 0xF0);
+    for (; count; count--, p += 64) {
+        const __m128i abef0 = abef, cdgh0 = cdgh;
+        __m128i m[4];
+        for (int i = 0; i < 4; i++) {
+            m[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), swap);
+        }
+        for (int q = 0; q < 16; q++) {
+            const __m128i wk =
+                _mm_add_epi32(m[q & 3], _mm_loadu_si128((const __m128i *)&K[4 * q]));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(wk, 0x0E));
+            if (q < 12) {
+                const __m128i next = _mm_add_epi32(
+                    _mm_sha256msg1_epu32(m[q & 3], m[(q + 1) & 3]),
+                    _mm_alignr_epi8(m[(q + 3) & 3], m[(q + 2) & 3], 4));
+                m[q & 3] = _mm_sha256msg2_epu32(next, m[(q + 3) & 3]);
+            }
+        }
+        abef = _mm_add_epi32(abef, abef0);
+        cdgh = _mm_add_epi32(cdgh, cdgh0);
+    }
+    tmp = _mm_shuffle_epi32(abef, 0x1B);
+    cdgh = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)&st[0], _mm_blend_epi16(tmp, cdgh, 0xF0));
+    _mm_storeu_si128((__m128i *)&st[4], _mm_alignr_epi8(cdgh, tmp, 8));
+}
+
+/* 32 digest bytes as 64 lower-case hex digits: each nibble picks its digit with one shuffle. */
+__attribute__((target("ssse3"))) static void
+hex_ssse3(const uint8_t in[32], char out[64])
+{
+    const __m128i digits = _mm_setr_epi8('0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 'a',
+                                         'b', 'c', 'd', 'e', 'f');
+    const __m128i low = _mm_set1_epi8(0x0f);
+    for (int i = 0; i < 2; i++) {
+        const __m128i bytes = _mm_loadu_si128((const __m128i *)(in + 16 * i));
+        const __m128i hi = _mm_shuffle_epi8(digits, _mm_and_si128(_mm_srli_epi16(bytes, 4), low));
+        const __m128i lo = _mm_shuffle_epi8(digits, _mm_and_si128(bytes, low));
+        _mm_storeu_si128((__m128i *)(out + 32 * i), _mm_unpacklo_epi8(hi, lo));
+        _mm_storeu_si128((__m128i *)(out + 32 * i + 16), _mm_unpackhi_epi8(hi, lo));
+    }
+}
+
+static int
+cpu_has_ssse3(void)
+{
+    unsigned int a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 9));
+}
+
+static int
+cpu_has_sha_ni(void)
+{
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) {
+        return 0;
+    }
+    if (!(c & (1u << 9)) || !(c & (1u << 19))) { /* SSSE3, SSE4.1 */
+        return 0;
+    }
+    if (__get_cpuid_max(0, NULL) < 7) {
+        return 0;
+    }
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b >> 29) & 1; /* SHA */
+}
+#endif
+
+static void
+sha256_message(compress_fn compress, const uint8_t *msg, size_t len, uint8_t out[32])
+{
+    uint32_t st[8];
+    uint8_t tail[128];
+    memcpy(st, H0, sizeof st);
+    size_t full = len / 64, rest = len % 64;
+    if (full) {
+        compress(st, msg, full);
+    }
+    size_t blocks = rest + 9 > 64 ? 2 : 1;
+    memcpy(tail, msg + full * 64, rest);
+    tail[rest] = 0x80;
+    memset(tail + rest + 1, 0, blocks * 64 - rest - 1 - 8);
+    uint64_t bits = (uint64_t)len << 3;
+    for (int i = 0; i < 8; i++) {
+        tail[blocks * 64 - 1 - i] = (uint8_t)(bits >> (8 * i));
+    }
+    compress(st, tail, blocks);
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (uint8_t)(st[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(st[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(st[i] >> 8);
+        out[4 * i + 3] = (uint8_t)st[i];
+    }
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+static void
+hex_portable(const uint8_t in[32], char out[64])
+{
+    for (int j = 0; j < 32; j++) {
+        out[2 * j] = HEX[in[j] >> 4];
+        out[2 * j + 1] = HEX[in[j] & 15];
+    }
+}
+
+typedef void (*hex_fn)(const uint8_t in[32], char out[64]);
+
+static compress_fn best_compress = compress_portable;
+static hex_fn best_hex = hex_portable;
+static const char *best_name = "portable";
+
+PyDoc_STRVAR(
+    sha256_spans_doc,
+    "sha256_spans(data, starts, ends, raw, hex, portable=False, /)\n--\n\n"
+    "SHA-256 of data[starts[i]:ends[i]] for every i (starts and ends: native int64, C-contiguous).\n"
+    "Returns (raw, hex): the digests back to back as 32 bytes each, and as 64 lower-case hex\n"
+    "digits each, as bytes; either is None unless asked for. portable=True skips SHA-NI.");
+
+static PyObject *
+sha256_spans(PyObject *module, PyObject *args)
+{
+    Py_buffer data, starts, ends;
+    int want_raw, want_hex, portable = 0;
+    PyObject *raw = NULL, *hex = NULL, *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*y*pp|p:sha256_spans", &data, &starts, &ends, &want_raw,
+                          &want_hex, &portable)) {
+        return NULL;
+    }
+    if (starts.len != ends.len || starts.len % (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "starts and ends must be int64 buffers of one length");
+        goto done;
+    }
+    Py_ssize_t count = starts.len / (Py_ssize_t)sizeof(int64_t);
+    if (count > PY_SSIZE_T_MAX / 64) {
+        PyErr_SetString(PyExc_OverflowError, "too many spans");
+        goto done;
+    }
+    const int64_t *s = (const int64_t *)starts.buf, *e = (const int64_t *)ends.buf;
+    const int64_t size = (int64_t)data.len;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (s[i] < 0 || s[i] > e[i] || e[i] > size) {
+            PyErr_Format(PyExc_ValueError, "span %zd (%lld, %lld) is outside the %lld-byte data",
+                         i, (long long)s[i], (long long)e[i], (long long)size);
+            goto done;
+        }
+    }
+    if (want_raw && !(raw = PyBytes_FromStringAndSize(NULL, count * 32))) {
+        goto done;
+    }
+    if (want_hex && !(hex = PyBytes_FromStringAndSize(NULL, count * 64))) {
+        goto done;
+    }
+    uint8_t *raw_out = raw ? (uint8_t *)PyBytes_AS_STRING(raw) : NULL;
+    char *hex_out = hex ? PyBytes_AS_STRING(hex) : NULL;
+    const uint8_t *base = (const uint8_t *)data.buf;
+    compress_fn compress = portable ? compress_portable : best_compress;
+    hex_fn to_hex = portable ? hex_portable : best_hex;
+    Py_BEGIN_ALLOW_THREADS
+    uint8_t digest[32];
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint8_t *out = raw_out ? raw_out + 32 * i : digest;
+        sha256_message(compress, base + s[i], (size_t)(e[i] - s[i]), out);
+        if (hex_out) {
+            to_hex(out, hex_out + 64 * i);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = PyTuple_Pack(2, raw ? raw : Py_None, hex ? hex : Py_None);
+done:
+    Py_XDECREF(raw);
+    Py_XDECREF(hex);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&ends);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"sha256_spans", sha256_spans, METH_VARARGS, sha256_spans_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "ingest._sha256",
+    "SHA-256 of many spans of one buffer in one call (see ingest.hashing).", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__sha256(void)
+{
+#ifdef INGEST_SHA_NI
+    if (cpu_has_ssse3()) {
+        best_hex = hex_ssse3;
+    }
+    if (cpu_has_sha_ni()) {
+        best_compress = compress_shani;
+        best_name = "sha-ni";
+    }
+#endif
+    PyObject *module = PyModule_Create(&module_def);
+    if (module && PyModule_AddStringConstant(module, "BACKEND", best_name) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
