@@ -4,7 +4,7 @@
  * The import hashes every record of a range (hundreds of thousands per call) and every dedup
  * key longer than 14 bytes. One call here hashes all of them without the GIL and writes the
  * digests as raw bytes, as lower-case hex, or both, back to back. On x86-64 CPUs with the SHA
- * extensions (SHA-NI) the blocks are compressed with them; elsewhere with the portable code
+ * extensions (SHA-NI) the blocks are compressed with them, two messages at a time; elsewhere with the portable code
  * below, which gives the same digests (tests compare both with hashlib); hex is written with
  * SSSE3 shuffles where the CPU has them.
  *
@@ -85,42 +85,97 @@ compress_portable(uint32_t st[8], const uint8_t *p, size_t count)
 }
 
 #ifdef INGEST_SHA_NI
-/* The state is kept as the two registers the SHA instructions work on, ABEF and CDGH. Each
- * pass of the inner loop runs four rounds and, for the first twelve, extends the message
- * schedule by four words: W[t..t+3] from W[t-16..t-1]. */
-__attribute__((target("sha,sse4.1,ssse3"))) static void
-compress_shani(uint32_t st[8], const uint8_t *p, size_t count)
+#define SHANI __attribute__((target("sha,sse4.1,ssse3")))
+
+/* The state is kept as the two registers the SHA instructions work on, ABEF and CDGH. */
+SHANI static inline void
+shani_load(const uint32_t st[8], __m128i *abef, __m128i *cdgh)
+{
+    const __m128i dcba = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&st[0]), 0xB1);
+    const __m128i efgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&st[4]), 0x1B);
+    *abef = _mm_alignr_epi8(dcba, efgh, 8);
+    *cdgh = _mm_blend_epi16(efgh, dcba, 0xF0);
+}
+
+SHANI static inline void
+shani_store(uint32_t st[8], __m128i abef, __m128i cdgh)
+{
+    const __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+    const __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)&st[0], _mm_blend_epi16(feba, dchg, 0xF0));
+    _mm_storeu_si128((__m128i *)&st[4], _mm_alignr_epi8(dchg, feba, 8));
+}
+
+/* Four rounds of one block (pass q of 16), then, for the first twelve passes, four more
+ * words of the message schedule: W[t..t+3] from W[t-16..t-1], in place of W[t-16..t-13]. */
+#define SHANI_PASS(abef, cdgh, m, q)                                                        \
+    do {                                                                                    \
+        const __m128i wk_ =                                                                 \
+            _mm_add_epi32((m)[(q) & 3], _mm_loadu_si128((const __m128i *)&K[4 * (q)]));    \
+        (cdgh) = _mm_sha256rnds2_epu32((cdgh), (abef), wk_);                                \
+        (abef) = _mm_sha256rnds2_epu32((abef), (cdgh), _mm_shuffle_epi32(wk_, 0x0E));       \
+        if ((q) < 12) {                                                                     \
+            const __m128i next_ = _mm_add_epi32(                                            \
+                _mm_sha256msg1_epu32((m)[(q) & 3], (m)[((q) + 1) & 3]),                     \
+                _mm_alignr_epi8((m)[((q) + 3) & 3], (m)[((q) + 2) & 3], 4));                \
+            (m)[(q) & 3] = _mm_sha256msg2_epu32(next_, (m)[((q) + 3) & 3]);                 \
+        }                                                                                   \
+    } while (0)
+
+SHANI static inline void
+shani_message(__m128i m[4], const uint8_t *p)
 {
     const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-    __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&st[0]), 0xB1);
-    __m128i cdgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&st[4]), 0x1B);
-    __m128i abef = _mm_alignr_epi8(tmp, cdgh, 8);
-    cdgh = _mm_blend_epi16(cdgh, tmp, 0xF0);
+    for (int i = 0; i < 4; i++) {
+        m[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), swap);
+    }
+}
+
+SHANI static void
+compress_shani(uint32_t st[8], const uint8_t *p, size_t count)
+{
+    __m128i abef, cdgh;
+    shani_load(st, &abef, &cdgh);
     for (; count; count--, p += 64) {
         const __m128i abef0 = abef, cdgh0 = cdgh;
         __m128i m[4];
-        for (int i = 0; i < 4; i++) {
-            m[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), swap);
-        }
+        shani_message(m, p);
+#pragma GCC unroll 16
         for (int q = 0; q < 16; q++) {
-            const __m128i wk =
-                _mm_add_epi32(m[q & 3], _mm_loadu_si128((const __m128i *)&K[4 * q]));
-            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);
-            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(wk, 0x0E));
-            if (q < 12) {
-                const __m128i next = _mm_add_epi32(
-                    _mm_sha256msg1_epu32(m[q & 3], m[(q + 1) & 3]),
-                    _mm_alignr_epi8(m[(q + 3) & 3], m[(q + 2) & 3], 4));
-                m[q & 3] = _mm_sha256msg2_epu32(next, m[(q + 3) & 3]);
-            }
+            SHANI_PASS(abef, cdgh, m, q);
         }
         abef = _mm_add_epi32(abef, abef0);
         cdgh = _mm_add_epi32(cdgh, cdgh0);
     }
-    tmp = _mm_shuffle_epi32(abef, 0x1B);
-    cdgh = _mm_shuffle_epi32(cdgh, 0xB1);
-    _mm_storeu_si128((__m128i *)&st[0], _mm_blend_epi16(tmp, cdgh, 0xF0));
-    _mm_storeu_si128((__m128i *)&st[4], _mm_alignr_epi8(cdgh, tmp, 8));
+    shani_store(st, abef, cdgh);
+}
+
+/* Two messages' blocks side by side: each SHA instruction waits for the one before it in its
+ * own message, so the other message's instructions fill the wait. */
+SHANI static void
+compress_shani_x2(uint32_t st1[8], const uint8_t *p1, uint32_t st2[8], const uint8_t *p2,
+                  size_t count)
+{
+    __m128i abef1, cdgh1, abef2, cdgh2;
+    shani_load(st1, &abef1, &cdgh1);
+    shani_load(st2, &abef2, &cdgh2);
+    for (; count; count--, p1 += 64, p2 += 64) {
+        const __m128i abef10 = abef1, cdgh10 = cdgh1, abef20 = abef2, cdgh20 = cdgh2;
+        __m128i m1[4], m2[4];
+        shani_message(m1, p1);
+        shani_message(m2, p2);
+#pragma GCC unroll 16
+        for (int q = 0; q < 16; q++) {
+            SHANI_PASS(abef1, cdgh1, m1, q);
+            SHANI_PASS(abef2, cdgh2, m2, q);
+        }
+        abef1 = _mm_add_epi32(abef1, abef10);
+        cdgh1 = _mm_add_epi32(cdgh1, cdgh10);
+        abef2 = _mm_add_epi32(abef2, abef20);
+        cdgh2 = _mm_add_epi32(cdgh2, cdgh20);
+    }
+    shani_store(st1, abef1, cdgh1);
+    shani_store(st2, abef2, cdgh2);
 }
 
 /* 32 digest bytes as 64 lower-case hex digits: each nibble picks its digit with one shuffle. */
@@ -164,31 +219,81 @@ cpu_has_sha_ni(void)
 }
 #endif
 
-static void
-sha256_message(compress_fn compress, const uint8_t *msg, size_t len, uint8_t out[32])
-{
+typedef void (*compress2_fn)(uint32_t st1[8], const uint8_t *p1, uint32_t st2[8],
+                            const uint8_t *p2, size_t count);
+
+/* One message on its way: its whole blocks are read where they are, the last one or two
+ * (the rest of the message, 0x80, zeros and the length in bits) from ``tail``. */
+typedef struct {
+    const uint8_t *msg;
+    size_t full, blocks, done;
     uint32_t st[8];
     uint8_t tail[128];
-    memcpy(st, H0, sizeof st);
-    size_t full = len / 64, rest = len % 64;
-    if (full) {
-        compress(st, msg, full);
-    }
-    size_t blocks = rest + 9 > 64 ? 2 : 1;
-    memcpy(tail, msg + full * 64, rest);
-    tail[rest] = 0x80;
-    memset(tail + rest + 1, 0, blocks * 64 - rest - 1 - 8);
+} message;
+
+static void
+message_start(message *j, const uint8_t *msg, size_t len)
+{
+    size_t rest = len % 64;
+    j->msg = msg;
+    j->full = len / 64;
+    j->done = 0;
+    size_t tail = rest + 9 > 64 ? 2 : 1;
+    j->blocks = j->full + tail;
+    memcpy(j->st, H0, sizeof j->st);
+    memcpy(j->tail, msg + j->full * 64, rest);
+    j->tail[rest] = 0x80;
+    memset(j->tail + rest + 1, 0, tail * 64 - rest - 1 - 8);
     uint64_t bits = (uint64_t)len << 3;
     for (int i = 0; i < 8; i++) {
-        tail[blocks * 64 - 1 - i] = (uint8_t)(bits >> (8 * i));
+        j->tail[tail * 64 - 1 - i] = (uint8_t)(bits >> (8 * i));
     }
-    compress(st, tail, blocks);
+}
+
+/* The next blocks of ``j`` that lie one after the other, and how many. */
+static const uint8_t *
+message_next(const message *j, size_t *count)
+{
+    if (j->done < j->full) {
+        *count = j->full - j->done;
+        return j->msg + 64 * j->done;
+    }
+    *count = j->blocks - j->done;
+    return j->tail + 64 * (j->done - j->full);
+}
+
+static void
+message_finish(compress_fn compress, message *j, uint8_t out[32])
+{
+    while (j->done < j->blocks) {
+        size_t count;
+        const uint8_t *p = message_next(j, &count);
+        compress(j->st, p, count);
+        j->done += count;
+    }
     for (int i = 0; i < 8; i++) {
-        out[4 * i] = (uint8_t)(st[i] >> 24);
-        out[4 * i + 1] = (uint8_t)(st[i] >> 16);
-        out[4 * i + 2] = (uint8_t)(st[i] >> 8);
-        out[4 * i + 3] = (uint8_t)st[i];
+        out[4 * i] = (uint8_t)(j->st[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(j->st[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(j->st[i] >> 8);
+        out[4 * i + 3] = (uint8_t)j->st[i];
     }
+}
+
+/* Two messages: their blocks side by side while both have some, then the rest alone. */
+static void
+message_pair(compress_fn compress, compress2_fn compress2, message *a, message *b,
+             uint8_t out_a[32], uint8_t out_b[32])
+{
+    while (a->done < a->blocks && b->done < b->blocks) {
+        size_t na, nb;
+        const uint8_t *pa = message_next(a, &na), *pb = message_next(b, &nb);
+        size_t count = na < nb ? na : nb;
+        compress2(a->st, pa, b->st, pb, count);
+        a->done += count;
+        b->done += count;
+    }
+    message_finish(compress, a, out_a);
+    message_finish(compress, b, out_b);
 }
 
 static const char HEX[] = "0123456789abcdef";
@@ -205,6 +310,7 @@ hex_portable(const uint8_t in[32], char out[64])
 typedef void (*hex_fn)(const uint8_t in[32], char out[64]);
 
 static compress_fn best_compress = compress_portable;
+static compress2_fn best_compress2 = NULL;
 static hex_fn best_hex = hex_portable;
 static const char *best_name = "portable";
 
@@ -253,14 +359,30 @@ sha256_spans(PyObject *module, PyObject *args)
     char *hex_out = hex ? PyBytes_AS_STRING(hex) : NULL;
     const uint8_t *base = (const uint8_t *)data.buf;
     compress_fn compress = portable ? compress_portable : best_compress;
+    compress2_fn compress2 = portable ? NULL : best_compress2;
     hex_fn to_hex = portable ? hex_portable : best_hex;
     Py_BEGIN_ALLOW_THREADS
-    uint8_t digest[32];
-    for (Py_ssize_t i = 0; i < count; i++) {
-        uint8_t *out = raw_out ? raw_out + 32 * i : digest;
-        sha256_message(compress, base + s[i], (size_t)(e[i] - s[i]), out);
+    uint8_t digests[2][32];
+    message jobs[2];
+    Py_ssize_t step = compress2 ? 2 : 1;
+    for (Py_ssize_t i = 0; i < count; i += step) {
+        Py_ssize_t n = count - i < step ? count - i : step;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            message_start(&jobs[k], base + s[i + k], (size_t)(e[i + k] - s[i + k]));
+        }
+        uint8_t *out[2];
+        for (Py_ssize_t k = 0; k < n; k++) {
+            out[k] = raw_out ? raw_out + 32 * (i + k) : digests[k];
+        }
+        if (n == 2) {
+            message_pair(compress, compress2, &jobs[0], &jobs[1], out[0], out[1]);
+        } else {
+            message_finish(compress, &jobs[0], out[0]);
+        }
         if (hex_out) {
-            to_hex(out, hex_out + 64 * i);
+            for (Py_ssize_t k = 0; k < n; k++) {
+                to_hex(out[k], hex_out + 64 * (i + k));
+            }
         }
     }
     Py_END_ALLOW_THREADS
@@ -293,6 +415,7 @@ PyInit__sha256(void)
     }
     if (cpu_has_sha_ni()) {
         best_compress = compress_shani;
+        best_compress2 = compress_shani_x2;
         best_name = "sha-ni";
     }
 #endif
