@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # webhook processes import this module: numpy and pyarrow loa
 
 _native: ModuleType | None
 try:  # the compiled part of the build; optional (see setup.py)
-    from ingest import _sha256 as _native
+    from ingest import _speedups as _native
 except ImportError:  # not built here: polars-hash, then hashlib, give the same digests
     _native = None
 
@@ -40,7 +40,7 @@ DIGEST_SIZE = 32
 _HEX_WIDTH = 2 * DIGEST_SIZE
 
 #: How :func:`native_span_digests` compresses blocks: ``"sha-ni"`` (the CPU's SHA
-#: instructions), ``"portable"`` (C), or None where ``ingest._sha256`` was not built.
+#: instructions), ``"portable"`` (C), or None where ``ingest._speedups`` was not built.
 NATIVE_BACKEND: str | None = _native.BACKEND if _native is not None else None
 
 
@@ -94,7 +94,7 @@ def strip_line_terminator(line: bytes) -> bytes:
 def sha256_digests(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The SHA-256 digests, shape ``(n, 32)``, of every value of a string or binary column.
 
-    Nulls are not allowed. The compiled ``ingest._sha256`` hashes the column's values
+    Nulls are not allowed. The compiled ``ingest._speedups`` hashes the column's values
     buffer in one call where it was built; otherwise polars-hash (Rust), whose hex output
     becomes raw bytes in one call; the :mod:`hashlib` loop is the last fallback. No
     per-value Python object is made on the first two, which is what costs when a column has
@@ -147,7 +147,7 @@ def _value_spans(values: pa.Array) -> tuple[Any, np.ndarray, np.ndarray] | None:
 
 def native_span_digests(data: Any, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
     """The SHA-256 digests, shape ``(n, 32)``, of ``data[starts[i]:ends[i]]`` by the compiled
-    ``ingest._sha256``, in one call without the GIL; None where it was not built.
+    ``ingest._speedups``, in one call without the GIL; None where it was not built.
 
     ``data`` is any buffer (bytes, a memoryview, an Arrow buffer). Spans outside it raise
     ``ValueError``.

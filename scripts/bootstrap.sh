@@ -16,8 +16,8 @@ ensure_venv() {
     "$PYTHON_BIN" -m venv "$VENV"
   fi
   local stamp="$VENV/.ingest-installed" want
-  # The compiled hash (setup.py, ingest/_sha256.c) is rebuilt when its source changes.
-  want="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/ingest/_sha256.c" | sha256sum | cut -d' ' -f1)"
+  # The compiled hash (setup.py, ingest/_speedups.c) is rebuilt when its source changes.
+  want="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/ingest/_speedups.c" | sha256sum | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log "installing the project and its pinned dependencies"
     local pip_log="$VENV/pip-install.log"

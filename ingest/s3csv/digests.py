@@ -6,7 +6,7 @@ digests or as an Arrow string array of lower-case hex.
 
 Three implementations give bit-identical digests:
 
-- the compiled ``ingest._sha256`` (see ``setup.py``) hashes every span of the buffer in
+- the compiled ``ingest._speedups`` (see ``setup.py``) hashes every span of the buffer in
   one call, without the GIL, with the CPU's SHA instructions where it has them, and writes
   raw digests or hex itself;
 - where it was not built, every record goes to polars-hash (Rust) as one Arrow column

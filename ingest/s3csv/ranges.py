@@ -20,6 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+try:  # the compiled part of the build (setup.py); optional: numpy does the same scan
+    from ingest import _speedups
+except ImportError:
+    _speedups = None  # type: ignore[assignment]
+
 __all__ = [
     "UTF8_BOM",
     "BoundaryIndex",
@@ -156,7 +161,18 @@ def scan_newlines(
     ``keep_quotes`` also returns the quote positions the scan finds anyway, for a caller
     that checks the quoting next (:func:`ingest.s3csv.arrow_csv.quotes_follow_rfc4180`)
     and would otherwise search the same bytes again.
+
+    The compiled ``ingest._speedups.scan_lines`` does it in one pass where it was built;
+    numpy, block by block, otherwise. Both give the same arrays.
     """
+    if _speedups is not None and quote != LF:
+        found = _speedups.scan_lines(data, quote, parity & 1, keep_quotes)
+        return NewlineScan(
+            np.frombuffer(found[0], dtype=np.int64),
+            np.frombuffer(found[1], dtype=np.int64),
+            found[3],
+            None if found[2] is None else np.frombuffer(found[2], dtype=np.int64),
+        )
     view = memoryview(data).cast("B")
     newlines: list[np.ndarray] = []
     ends: list[np.ndarray] = []

@@ -18,7 +18,7 @@ def test_a_built_hash_is_named(
     with caplog.at_level(logging.INFO, logger=observability.log.name):
         observability.log_hashing_backend()
     [record] = caplog.records
-    assert record.levelno == logging.INFO and f"ingest._sha256 ({backend})" in record.message
+    assert record.levelno == logging.INFO and f"ingest._speedups ({backend})" in record.message
 
 
 def test_a_missing_build_is_a_warning_that_says_what_to_do(

@@ -48,7 +48,7 @@ def both(data: bytes, starts: np.ndarray, ends: np.ndarray, mp: pytest.MonkeyPat
     hexes = [digests.record_hex_digests(data, starts, ends, lines)]
     others = []
     with mp.context() as patched:
-        patched.setattr(hashing, "_native", None)  # as if ingest._sha256 were not built
+        patched.setattr(hashing, "_native", None)  # as if ingest._speedups were not built
         others.append(digests.record_digests(data, starts, ends, lines))
         hexes.append(digests.record_hex_digests(data, starts, ends, lines))
         patched.setattr(digests, "FAST_PATH", False)  # and polars-hash not installed

@@ -1,5 +1,6 @@
-"""The compiled ``ingest._sha256``: both of its block functions agree with hashlib, and
-``sha256_digests`` gives the same digests with it, with polars-hash and with hashlib."""
+"""The compiled ``ingest._speedups``: its line scan gives what numpy's gives; both of its
+SHA-256 block functions agree with hashlib, and ``sha256_digests`` gives the same digests
+with it, with polars-hash and with hashlib."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import pytest
 
 from ingest import hashing
 from ingest.hashing import native_span_digests, native_span_hex, sha256_digests
+from ingest.s3csv import ranges
+from ingest.s3csv.ranges import scan_newlines
 
-native = pytest.importorskip("ingest._sha256", reason="ingest._sha256 is not built here")
+native = pytest.importorskip("ingest._speedups", reason="ingest._speedups is not built here")
 BACKENDS = [False, True] if native.BACKEND == "sha-ni" else [True]
 
 
@@ -115,3 +118,60 @@ def test_sha256_digests_of_every_column_kind(
     with_native = sha256_digests(column)
     monkeypatch.setattr(hashing, "_native", None)
     assert np.array_equal(sha256_digests(column), with_native)
+
+
+def scans_agree(data: bytes, quote: int, parity: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    for keep in (False, True):
+        got = scan_newlines(data, quote, parity, keep_quotes=keep)
+        with monkeypatch.context() as patched:
+            patched.setattr(ranges, "_speedups", None)  # numpy, block by block
+            patched.setattr(ranges, "SCAN_BLOCK", 64)  # blocks that split quoted fields
+            want = scan_newlines(data, quote, parity, keep_quotes=keep)
+        assert got.parity == want.parity
+        assert got.newlines.dtype == got.record_ends.dtype == np.int64
+        assert got.newlines.tolist() == want.newlines.tolist()
+        assert got.record_ends.tolist() == want.record_ends.tolist()
+        if keep:
+            assert got.quotes is not None and want.quotes is not None
+            assert got.quotes.tolist() == want.quotes.tolist()
+        else:
+            assert got.quotes is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_scan_gives_what_numpy_gives(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random bytes rich in LF, CR and quotes, every length around the 16-byte step."""
+    rng = random.Random(seed)
+    alphabet = b"\n\r\"'ab,\xff"
+    for length in [*range(40), 1000, 4099]:
+        data = bytes(rng.choice(alphabet) for _ in range(length))
+        quote = ord(rng.choice("\"'"))
+        scans_agree(data, quote, rng.randrange(2), monkeypatch)
+
+
+def test_the_scan_of_a_csv_and_its_views(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = b'a,b\r\n"x\ny",2\n\n"say ""hi""\n",3\n' * 50
+    scans_agree(data, ord('"'), 0, monkeypatch)
+    view = memoryview(data)[7:-5]
+    got = scan_newlines(view, ord('"'), 1, keep_quotes=True)
+    monkeypatch.setattr(ranges, "_speedups", None)
+    assert got.record_ends.tolist() == scan_newlines(view, ord('"'), 1).record_ends.tolist()
+
+
+def test_the_scan_arrays_can_be_written() -> None:
+    """Callers shift positions in place; the numpy path's arrays allow it, so must these."""
+    scan = scan_newlines(b'1\n"2\n"\n', ord('"'), keep_quotes=True)
+    assert scan.newlines.tolist() == [1, 4, 6] and scan.record_ends.tolist() == [1, 6]
+    scan.newlines[0] += 1
+    assert scan.quotes is not None and scan.quotes.flags.writeable
+
+
+@pytest.mark.parametrize(("quote", "parity"), [(10, 0), (256, 0), (-1, 0), (34, 2)])
+def test_the_scan_refuses_what_it_cannot_answer(quote: int, parity: int) -> None:
+    with pytest.raises(ValueError, match="quote must be"):
+        native.scan_lines(b"a\n", quote, parity, False)
+
+
+def test_a_quote_that_is_lf_is_left_to_numpy() -> None:
+    scan = scan_newlines(b"a\nb\n", 10)
+    assert scan.newlines.tolist() == [1, 3]
