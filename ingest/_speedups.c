@@ -1,5 +1,5 @@
 /*
- * ingest._speedups: the two per-byte loops of a CSV range, in C, without the GIL.
+ * ingest._speedups: the per-byte loops of a CSV range, in C, without the GIL.
  *
  * scan_lines: every LF of a buffer, those outside quotes, and every quote, in one pass (SSE2
  * compares 16 bytes at a time on x86-64). It gives what ingest.s3csv.ranges.scan_newlines
@@ -12,8 +12,11 @@
  * elsewhere with the portable code below, which gives the same digests (tests compare both
  * with hashlib). Hex is written with SSSE3 shuffles where the CPU has them.
  *
+ * class_run: whether each value of a string column is one class of bytes repeated, within
+ * length bounds: the str_matches checks of the form ^[class]{lo,hi}$ (ingest.schemas.regex).
+ *
  * Optional at build and at run time: without it, ingest.hashing falls back to polars-hash,
- * then hashlib, and scan_newlines to numpy.
+ * then hashlib, scan_newlines to numpy, and class runs to a regex engine.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -149,6 +152,58 @@ done:
     Py_XDECREF(b);
     Py_XDECREF(c);
     PyBuffer_Release(&data);
+    return result;
+}
+
+/* -- class_run -------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(
+    class_run_doc,
+    "class_run(data, offsets, table, lo, hi, /)\n--\n\n"
+    "For each value data[offsets[i]:offsets[i+1]] (offsets: native int64, n + 1 of them): 1 if\n"
+    "it is lo to hi bytes long (hi < 0: no upper bound) and table[b] is non-zero for each of\n"
+    "its bytes b, else 0. table holds 256 bytes. Returns n bytes as a bytearray.");
+
+static PyObject *
+class_run(PyObject *module, PyObject *args)
+{
+    Py_buffer data, offsets, table;
+    Py_ssize_t lo, hi;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*y*nn:class_run", &data, &offsets, &table, &lo, &hi)) {
+        return NULL;
+    }
+    Py_ssize_t count = offsets.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    if (table.len != 256 || offsets.len % (Py_ssize_t)sizeof(int64_t) || count < 0) {
+        PyErr_SetString(PyExc_ValueError, "need a 256-byte table and n + 1 int64 offsets");
+        goto done;
+    }
+    const int64_t *at = (const int64_t *)offsets.buf;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (at[i] < 0 || at[i] > at[i + 1] || at[i + 1] > (int64_t)data.len) {
+            PyErr_Format(PyExc_ValueError, "value %zd is outside the %zd-byte data", i, data.len);
+            goto done;
+        }
+    }
+    if (!(result = PyByteArray_FromStringAndSize(NULL, count))) {
+        goto done;
+    }
+    uint8_t *out = (uint8_t *)PyByteArray_AS_STRING(result);
+    const uint8_t *bytes = (const uint8_t *)data.buf, *allowed = (const uint8_t *)table.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const int64_t length = at[i + 1] - at[i];
+        uint8_t ok = length >= lo && (hi < 0 || length <= hi);
+        for (int64_t j = at[i]; ok && j < at[i + 1]; j++) {
+            ok = allowed[bytes[j]] != 0;
+        }
+        out[i] = ok;
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&table);
     return result;
 }
 
@@ -531,12 +586,13 @@ done:
 static PyMethodDef methods[] = {
     {"sha256_spans", sha256_spans, METH_VARARGS, sha256_spans_doc},
     {"scan_lines", scan_lines, METH_VARARGS, scan_lines_doc},
+    {"class_run", class_run, METH_VARARGS, class_run_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "ingest._speedups",
-    "The per-byte loops of a CSV range: line scan and SHA-256 (see ingest.hashing).", -1,
+    "The per-byte loops of a CSV range: line scan, class runs, SHA-256.", -1,
     methods,
 };
 

@@ -175,3 +175,29 @@ def test_the_scan_refuses_what_it_cannot_answer(quote: int, parity: int) -> None
 def test_a_quote_that_is_lf_is_left_to_numpy() -> None:
     scan = scan_newlines(b"a\nb\n", 10)
     assert scan.newlines.tolist() == [1, 3]
+
+
+def test_class_runs_by_length_and_bytes() -> None:
+    table = bytes(1 if chr(b).isalpha() and b < 128 else 0 for b in range(256))
+    values = [b"", b"ab", b"abc", b"abcd", b"a1", "äb".encode()]
+    data = b"".join(values)
+    offsets = np.cumsum([0, *map(len, values)]).astype(np.int64)
+    assert list(native.class_run(data, offsets, table, 2, 3)) == [0, 1, 1, 0, 0, 0]
+    assert list(native.class_run(data, offsets, table, 0, -1)) == [1, 1, 1, 1, 0, 0]
+    assert native.class_run(b"", np.zeros(1, np.int64), table, 0, -1) == bytearray()
+
+
+@pytest.mark.parametrize(
+    ("offsets", "table"),
+    [
+        ([0, 9], bytes(256)),
+        ([3, 1], bytes(256)),
+        ([-1, 1], bytes(256)),
+        ([0, 1], bytes(8)),
+        ([], bytes(256)),
+    ],
+    ids=["past-the-end", "inverted", "negative", "short-table", "no-offsets"],
+)
+def test_class_runs_refuse_what_does_not_fit(offsets: list[int], table: bytes) -> None:
+    with pytest.raises(ValueError, match=r"outside|256-byte"):
+        native.class_run(b"abc", np.array(offsets, dtype=np.int64), table, 0, -1)

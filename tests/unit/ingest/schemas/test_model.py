@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -372,6 +373,13 @@ class TestStrMatches:
             r"^[[:alpha:]]+$",  # a POSIX class to RE2, "[", ":", "a"... to Python: pandas runs it
             r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$",
             r"^\[a\]$|^~$",
+            # One class repeated, anchored at both ends: matched byte by byte.
+            r"^[a-z]{3}$",
+            r"^[a-z_]{2,}$",
+            r"^[.\-]?$",
+            r"^[A-Z]*$",
+            r"^[\[\]a]+$",
+            r"^[&~-]{1}$",
         ],
     )
     def test_agrees_with_pandas_str_match(self, pattern: str) -> None:
@@ -401,6 +409,59 @@ class TestStrMatches:
         schema = schema_of({"v": Column(str, Check.str_matches(pattern), nullable=True)})
         [check] = schema._str_matches
         assert check.on_polars is on_polars
+
+    @pytest.mark.parametrize(
+        ("pattern", "byte_run"),
+        [
+            (r"^[A-Za-z0-9_-]{1,64}$", (1, 64)),
+            (r"^[a-z]+$", (1, -1)),
+            (r"^[a-z]*$", (0, -1)),
+            (r"^[a-z]?$", (0, 1)),
+            (r"^[a-z]$", (1, 1)),
+            (r"^[a-z]{2,}$", (2, -1)),
+            (r"^[%--]+$", (1, -1)),  # re reads "%--" as the range "%" to "-"
+            (r"^[^a-z]+$", None),  # negated: would take non-ASCII characters
+            (r"^[\w]+$", None),
+            (r"^[a-z]+", None),  # not anchored at the end
+            (r"^[a-z]+?$", None),
+            (r"^[a-z]{1, 3}$", None),  # a literal "{1, 3}" to re
+            (r"^[é]+$", None),
+            (r"^[[:alpha:]]+$", None),
+        ],
+    )
+    def test_one_class_repeated_is_matched_without_a_regex_engine(
+        self, pattern: str, byte_run: tuple[int, int] | None
+    ) -> None:
+        schema = schema_of({"v": Column(str, Check.str_matches(pattern), nullable=True)})
+        checks = schema._str_matches
+        found = checks[0].byte_run if checks else None
+        assert (found[1:] if found else None) == byte_run
+
+    @pytest.mark.parametrize("kind", [pa.string(), pa.large_string()])
+    def test_byte_by_byte_matching_of_sliced_and_null_values(self, kind: pa.DataType) -> None:
+        pattern = r"^[a-z0-9-]{2,4}$"
+        values = ["ab", None, "abcde", "a", "ab-1", "AB", "äb", "ab\n", "a b", "", "zz"] * 3
+        text = pa.array(values, kind).slice(3, 25)
+        table = regex._byte_run(pattern)
+        assert table is not None
+        found = regex._byte_run_matches(text, *table)
+        if found is None:
+            pytest.skip("ingest._speedups is not built here")
+        matched = found.to_pylist()
+        compiled = re.compile(pattern)
+        wanted = [None if v is None else bool(compiled.fullmatch(v)) for v in values[3:28]]
+        assert matched == wanted
+
+    def test_class_runs_without_the_compiled_part_use_a_regex_engine(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(regex, "_speedups", None)
+        pattern = r"^[a-z_]{2,}$"
+        schema = schema_of({"v": Column(str, Check.str_matches(pattern), nullable=True)})
+        result = schema.validate(pa.table({"v": pa.array(self.VALUES, pa.string())}))
+        text = pd.Series([v or None for v in self.VALUES], dtype="str")
+        expected = text.str.match(pattern, na=False) | text.isna()
+        assert list(result.valid_positions) == list(np.flatnonzero(expected))
 
     def test_a_pattern_polars_refuses_runs_on_re2(self, monkeypatch: pytest.MonkeyPatch) -> None:
         def refuse(text: Any, anchored: str) -> Any:
