@@ -15,7 +15,7 @@ from ingest.s3csv.ranges import (
     plan_ranges,
     scan_newlines,
 )
-from ingest.s3csv.reader import ObjectInfo, is_compressed, iter_object, list_objects
+from ingest.s3csv.reader import ObjectInfo, is_compressed, list_objects, read_range
 from ingest.s3csv.spec import RangeSpec, range_identity
 from ingest.schemas import SchemaRegistry
 
@@ -142,23 +142,22 @@ def _body_start(
     s3: Any, bucket: str, obj: ObjectInfo, dialect: CsvDialect
 ) -> tuple[int, int, bytes | None] | None:
     """Where the records start, their first line and the raw header, from the object's
-    first bytes (the start of a plain GET, closed once the header is in: 64 KiB pieces, at
-    most 1 MiB); None: no records after the header."""
+    first bytes: ranged GETs of 64 KiB, then twice as much each time, at most 1 MiB in all;
+    None: no records after the header.
+
+    Ranged, so that a server reads only what is asked for: a plain GET closed early made
+    the local S3 server read the whole object (0.6 s of a 6 s import of 265 MB).
+    """
     if not dialect.header:
         return 0, 1, None
     head = b""
-    chunks = iter_object(s3, bucket, obj.key, HEADER_LOOK, obj.etag)
-    try:
-        for chunk in chunks:
-            head += chunk
-            scan = scan_newlines(head, dialect.quote_byte)
-            if len(scan.record_ends):
-                end = int(scan.record_ends[0]) + 1
-                return end, int((scan.newlines < end).sum()) + 1, head[:end]
-            if len(head) >= MAX_HEADER_BYTES:
-                break
-    finally:
-        chunks.close()  # type: ignore[attr-defined]  # a generator: closes the response
+    while len(head) < min(obj.size, MAX_HEADER_BYTES):
+        stop = min(obj.size, MAX_HEADER_BYTES, max(HEADER_LOOK, 2 * len(head)))
+        head += read_range(s3, bucket, obj.key, len(head), stop, obj.etag)
+        scan = scan_newlines(head, dialect.quote_byte)
+        if len(scan.record_ends):
+            end = int(scan.record_ends[0]) + 1
+            return end, int((scan.newlines < end).sum()) + 1, head[:end]
     if len(head) == obj.size:
         return None  # a header and nothing else
     raise CsvFormatError(f"no end of the header in the first {MAX_HEADER_BYTES} bytes")
