@@ -180,8 +180,7 @@ def _str_length(stats: dict[str, Any], kind: Kind) -> Test | None:
     if not bounds or not all(isinstance(v, int) and not isinstance(v, bool) for v in bounds):
         return None
 
-    def test(column: Any) -> Any:
-        length = pc.utf8_length(column)
+    def within(length: Any) -> Any:
         if exact is not None:
             return pc.equal(length, exact)
         parts = []
@@ -190,6 +189,27 @@ def _str_length(stats: dict[str, Any], kind: Kind) -> Test | None:
         if high is not None:
             parts.append(pc.less_equal(length, high))
         return parts[0] if len(parts) == 1 else pc.and_(parts[0], parts[1])
+
+    floor, ceiling = (exact, exact) if exact is not None else (low, high)
+
+    def test(column: Any) -> Any:
+        # A value of n bytes has from ceil(n / 4) to n characters. Where that whole span is
+        # inside the bounds, or wholly below or above them, the byte length (read off the
+        # offsets) decides; characters are counted only when some value is in between.
+        most = pc.binary_length(column)
+        least = pc.divide(pc.add(pc.cast(most, pa.int64()), 3), 4)
+        passes, fails = [], []
+        if floor is not None:
+            passes.append(pc.greater_equal(least, floor))
+            fails.append(pc.less(most, floor))
+        if ceiling is not None:
+            passes.append(pc.less_equal(most, ceiling))
+            fails.append(pc.greater(least, ceiling))
+        sure = passes[0] if len(passes) == 1 else pc.and_(passes[0], passes[1])
+        out = fails[0] if len(fails) == 1 else pc.or_(fails[0], fails[1])
+        if pc.all(pc.or_(sure, out), min_count=0).as_py():
+            return sure
+        return within(pc.utf8_length(column))
 
     return test
 

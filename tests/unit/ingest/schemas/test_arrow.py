@@ -154,6 +154,31 @@ def test_text_checks(check: Check) -> None:
     assert_same(schema, text_table(["s"], rows))
 
 
+@pytest.mark.parametrize(
+    "check",
+    [
+        Check.str_length(2, 3),
+        Check.str_length(min_value=2),
+        Check.str_length(max_value=3),
+        Check.str_length(exact_value=2),
+        Check.str_length(1, 8),
+        Check.str_length(5, 6),
+    ],
+)
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["é", "éé", "ééé", "😀😀", "a😀", "abcd", None, "", "日本語", "x" * 9],
+        ["ab", "abc", "abcdefgh", None],  # ASCII: the byte lengths decide without counting
+    ],
+    ids=["multibyte", "ascii"],
+)
+def test_text_lengths_are_characters_not_bytes(check: Check, values: list[str | None]) -> None:
+    schema = CsvSchema.from_pandera("t", DataFrameSchema({"s": Column(str, check, nullable=True)}))
+    assert schema._arrow_checks is not None
+    assert_same(schema, text_table(["s"], [(v,) for v in values]))
+
+
 def test_not_nullable_text_and_uncompiled_checks() -> None:
     strict = CsvSchema.from_pandera("t", DataFrameSchema({"s": Column(str)}))
     assert_same(strict, text_table(["s"], [("a",), (None,), ("",)]))
