@@ -15,8 +15,10 @@
  * class_run: whether each value of a string column is one class of bytes repeated, within
  * length bounds: the str_matches checks of the form ^[class]{lo,hi}$ (ingest.schemas.regex).
  *
+ * short_keys: the dedup identities of key texts of at most 14 bytes (ingest.dedup).
+ *
  * Optional at build and at run time: without it, ingest.hashing falls back to polars-hash,
- * then hashlib, scan_newlines to numpy, and class runs to a regex engine.
+ * then hashlib, scan_newlines and short_keys to numpy, and class runs to a regex engine.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -204,6 +206,71 @@ done:
     PyBuffer_Release(&data);
     PyBuffer_Release(&offsets);
     PyBuffer_Release(&table);
+    return result;
+}
+
+/* -- short_keys ------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(
+    short_keys_doc,
+    "short_keys(data, offsets, /)\n--\n\n"
+    "For the values data[offsets[i]:offsets[i+1]] (offsets: native int64, n + 1 of them):\n"
+    "(short, ids). short: a bytearray of n bytes, 1 where the value is at most 14 bytes long.\n"
+    "ids: 16 bytes for each short value, in order: a mix byte, the length, the value, zeros\n"
+    "(what ingest.dedup.short_key_identities makes with numpy).");
+
+static PyObject *
+short_keys(PyObject *module, PyObject *args)
+{
+    Py_buffer data, offsets;
+    PyObject *mask = NULL, *ids = NULL, *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*:short_keys", &data, &offsets)) {
+        return NULL;
+    }
+    Py_ssize_t count = offsets.len / (Py_ssize_t)sizeof(int64_t) - 1, shorts = 0;
+    if (offsets.len % (Py_ssize_t)sizeof(int64_t) || count < 0) {
+        PyErr_SetString(PyExc_ValueError, "need n + 1 int64 offsets");
+        goto done;
+    }
+    const int64_t *at = (const int64_t *)offsets.buf;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (at[i] < 0 || at[i] > at[i + 1] || at[i + 1] > (int64_t)data.len) {
+            PyErr_Format(PyExc_ValueError, "value %zd is outside the %zd-byte data", i, data.len);
+            goto done;
+        }
+        shorts += at[i + 1] - at[i] <= 14;
+    }
+    if (!(mask = PyByteArray_FromStringAndSize(NULL, count))
+        || !(ids = PyBytes_FromStringAndSize(NULL, shorts * 16))) {
+        goto done;
+    }
+    uint8_t *flags = (uint8_t *)PyByteArray_AS_STRING(mask);
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(ids);
+    const uint8_t *bytes = (const uint8_t *)data.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const int64_t length = at[i + 1] - at[i];
+        flags[i] = length <= 14;
+        if (!flags[i]) {
+            continue;
+        }
+        uint8_t id[16] = {0};
+        uint64_t low, high;
+        id[1] = (uint8_t)length;
+        memcpy(id + 2, bytes + at[i], (size_t)length);
+        memcpy(&low, id, 8);
+        memcpy(&high, id + 8, 8);
+        id[0] = (uint8_t)(((low * 0x9E3779B97F4A7C15ULL) ^ (high * 0xC2B2AE3D27D4EB4FULL)) >> 56);
+        memcpy(out, id, 16);
+        out += 16;
+    }
+    Py_END_ALLOW_THREADS
+    result = PyTuple_Pack(2, mask, ids);
+done:
+    Py_XDECREF(mask);
+    Py_XDECREF(ids);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offsets);
     return result;
 }
 
@@ -587,12 +654,13 @@ static PyMethodDef methods[] = {
     {"sha256_spans", sha256_spans, METH_VARARGS, sha256_spans_doc},
     {"scan_lines", scan_lines, METH_VARARGS, scan_lines_doc},
     {"class_run", class_run, METH_VARARGS, class_run_doc},
+    {"short_keys", short_keys, METH_VARARGS, short_keys_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "ingest._speedups",
-    "The per-byte loops of a CSV range: line scan, class runs, SHA-256.", -1,
+    "The per-byte loops of a CSV range: line scan, class runs, short keys, SHA-256.", -1,
     methods,
 };
 

@@ -201,3 +201,32 @@ def test_class_runs_by_length_and_bytes() -> None:
 def test_class_runs_refuse_what_does_not_fit(offsets: list[int], table: bytes) -> None:
     with pytest.raises(ValueError, match=r"outside|256-byte"):
         native.class_run(b"abc", np.array(offsets, dtype=np.int64), table, 0, -1)
+
+
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string()])
+def test_short_key_identities_are_those_numpy_makes(
+    kind: pa.DataType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ingest import dedup
+
+    rng = random.Random(5)
+    alphabet = "ab\x00\x1fé日-"
+    keys = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(20))) for _ in range(3000)]
+    keys += ["", "a" * 14, "a" * 15, "a\x00", "a"]
+    for texts in (pa.array(keys, kind), pa.array(keys, kind).slice(17, 2000)):
+        short, ids = dedup.short_key_identities(texts)
+        with monkeypatch.context() as patched:
+            patched.setattr(dedup, "_speedups", None)
+            want_short, want_ids = dedup.short_key_identities(texts)
+        assert short.tolist() == want_short.tolist()
+        assert ids.tolist() == want_ids.tolist() and ids.dtype == want_ids.dtype
+        assert len(set(ids.tolist())) == len(
+            {k for k, s in zip(texts.to_pylist(), short, strict=True) if s}
+        )
+
+
+def test_short_keys_refuse_offsets_outside_the_data() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        native.short_keys(b"abc", np.array([0, 4], dtype=np.int64))
+    with pytest.raises(ValueError, match="int64 offsets"):
+        native.short_keys(b"abc", b"")
