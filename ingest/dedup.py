@@ -30,11 +30,7 @@ import numpy as np
 import redis
 
 from ingest.hashing import digests_from_hex_text, sha256_digests
-
-try:  # the compiled part of the build (setup.py); optional: numpy makes the same identities
-    from ingest import _speedups
-except ImportError:
-    _speedups = None  # type: ignore[assignment]
+from ingest.speedups import native as _speedups  # None where not built: numpy then
 
 if TYPE_CHECKING:  # webhook processes use DedupIndex only: pyarrow loads on first use
     import pyarrow as pa

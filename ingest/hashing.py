@@ -6,7 +6,6 @@ import binascii
 import hashlib
 import json
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # webhook processes import this module: numpy and pyarrow load on first use
@@ -14,11 +13,7 @@ if TYPE_CHECKING:  # webhook processes import this module: numpy and pyarrow loa
     import polars as pl
     import pyarrow as pa
 
-_native: ModuleType | None
-try:  # the compiled part of the build; optional (see setup.py)
-    from ingest import _speedups as _native
-except ImportError:  # not built here: polars-hash, then hashlib, give the same digests
-    _native = None
+from ingest.speedups import native as _native  # None where not built: polars-hash, hashlib
 
 __all__ = [
     "DIGEST_SIZE",
@@ -29,6 +24,7 @@ __all__ = [
     "digests_from_hex_text",
     "hex_text",
     "native_span_digests",
+    "native_span_hex",
     "polars_sha256_hex",
     "sha256_digests",
     "sha256_hex",

@@ -20,10 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-try:  # the compiled part of the build (setup.py); optional: numpy does the same scan
-    from ingest import _speedups
-except ImportError:
-    _speedups = None  # type: ignore[assignment]
+from ingest.speedups import native as _speedups  # None where not built: numpy then
 
 __all__ = [
     "UTF8_BOM",

@@ -35,12 +35,8 @@ import pyarrow.compute as pc
 from pandera.api.pandas.container import DataFrameSchema
 
 from ingest.schemas.convert import ColumnConversion, Kind
-
-try:  # the compiled part of the build (setup.py); optional: a regex engine gives the same
-    from ingest import _speedups
-except ImportError:
-    _speedups = None  # type: ignore[assignment]
 from ingest.schemas.result import FailureLog
+from ingest.speedups import native as _speedups  # None where not built: a regex engine
 
 __all__ = ["StrMatch", "take_str_matches"]
 
