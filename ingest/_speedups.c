@@ -159,6 +159,26 @@ done:
 
 /* -- class_run -------------------------------------------------------------------------- */
 
+/* n + 1 native int64 offsets of n values in data_len bytes: each value inside the data and
+ * ending where or after it starts. Otherwise a ValueError, and -1. */
+static int
+checked_offsets(const Py_buffer *offsets, Py_ssize_t data_len, Py_ssize_t *count)
+{
+    if (offsets->len % (Py_ssize_t)sizeof(int64_t) || offsets->len < (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "need n + 1 int64 offsets");
+        return -1;
+    }
+    *count = offsets->len / (Py_ssize_t)sizeof(int64_t) - 1;
+    const int64_t *at = (const int64_t *)offsets->buf;
+    for (Py_ssize_t i = 0; i < *count; i++) {
+        if (at[i] < 0 || at[i] > at[i + 1] || at[i + 1] > (int64_t)data_len) {
+            PyErr_Format(PyExc_ValueError, "value %zd is outside the %zd-byte data", i, data_len);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(
     class_run_doc,
     "class_run(data, offsets, table, lo, hi, /)\n--\n\n"
@@ -175,18 +195,15 @@ class_run(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*y*y*nn:class_run", &data, &offsets, &table, &lo, &hi)) {
         return NULL;
     }
-    Py_ssize_t count = offsets.len / (Py_ssize_t)sizeof(int64_t) - 1;
-    if (table.len != 256 || offsets.len % (Py_ssize_t)sizeof(int64_t) || count < 0) {
-        PyErr_SetString(PyExc_ValueError, "need a 256-byte table and n + 1 int64 offsets");
+    Py_ssize_t count;
+    if (table.len != 256) {
+        PyErr_SetString(PyExc_ValueError, "need a 256-byte table");
+        goto done;
+    }
+    if (checked_offsets(&offsets, data.len, &count) < 0) {
         goto done;
     }
     const int64_t *at = (const int64_t *)offsets.buf;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (at[i] < 0 || at[i] > at[i + 1] || at[i + 1] > (int64_t)data.len) {
-            PyErr_Format(PyExc_ValueError, "value %zd is outside the %zd-byte data", i, data.len);
-            goto done;
-        }
-    }
     if (!(result = PyByteArray_FromStringAndSize(NULL, count))) {
         goto done;
     }
@@ -227,17 +244,12 @@ short_keys(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*y*:short_keys", &data, &offsets)) {
         return NULL;
     }
-    Py_ssize_t count = offsets.len / (Py_ssize_t)sizeof(int64_t) - 1, shorts = 0;
-    if (offsets.len % (Py_ssize_t)sizeof(int64_t) || count < 0) {
-        PyErr_SetString(PyExc_ValueError, "need n + 1 int64 offsets");
+    Py_ssize_t count, shorts = 0;
+    if (checked_offsets(&offsets, data.len, &count) < 0) {
         goto done;
     }
     const int64_t *at = (const int64_t *)offsets.buf;
     for (Py_ssize_t i = 0; i < count; i++) {
-        if (at[i] < 0 || at[i] > at[i + 1] || at[i + 1] > (int64_t)data.len) {
-            PyErr_Format(PyExc_ValueError, "value %zd is outside the %zd-byte data", i, data.len);
-            goto done;
-        }
         shorts += at[i + 1] - at[i] <= 14;
     }
     if (!(mask = PyByteArray_FromStringAndSize(NULL, count))
@@ -659,9 +671,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "ingest._speedups",
-    "The per-byte loops of a CSV range: line scan, class runs, short keys, SHA-256.", -1,
-    methods,
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "ingest._speedups",
+    .m_doc = "The per-byte loops of a CSV range: line scan, class runs, short keys, SHA-256.",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC
