@@ -32,7 +32,8 @@ class FaultProxy(ThreadingHTTPServer):
 
     ``ok`` forwards, ``error500`` answers S3's ``InternalError``, ``slowdown`` answers 503
     ``SlowDown``, ``close`` closes the connection without an answer (what a client with a
-    read timeout sees after the timeout, without the wait).
+    read timeout sees after the timeout, without the wait). Ranges in ``spared`` are always
+    forwarded, and left out of :meth:`ranged`.
     """
 
     daemon_threads = True
@@ -42,6 +43,7 @@ class FaultProxy(ThreadingHTTPServer):
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.mode: Mode = "ok"
+        self.spared: frozenset[str] = frozenset()
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -64,7 +66,7 @@ class FaultProxy(ThreadingHTTPServer):
 
     def ranged(self) -> list[Seen]:
         with self._lock:
-            return [s for s in self.seen if s.range is not None]
+            return [s for s in self.seen if s.range is not None and s.range not in self.spared]
 
     def faults(self) -> Counter[Mode]:
         return Counter(s.mode for s in self.ranged() if s.mode != "ok")
@@ -86,7 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         byte_range = self.headers.get("Range") if self.command == "GET" else None
-        mode: Mode = self.server.mode if byte_range is not None else "ok"
+        faulted = byte_range is not None and byte_range not in self.server.spared
+        mode: Mode = self.server.mode if faulted else "ok"
         if mode == "close":
             self.server.record(Seen(self.path, byte_range, mode, 0))
             self.close_connection = True

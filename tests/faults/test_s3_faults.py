@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ingest.s3csv.planning import HEADER_LOOK
 from ingest.sinks import FileSink
 from tests.faults.s3_fault_proxy import FaultProxy, Mode, Seen
 from tests.faults.test_worker_kill import import_state
@@ -60,7 +61,9 @@ def test_s3_faults_during_an_import_are_retried_through_the_breaker(
             INGEST_S3CSV__BREAKER_RESET_SECONDS="1",
         )
         worker = procs.start_worker(env)
-        # Planning streams the object without a Range header; only range reads are faulted.
+        # Only the range tasks' reads are faulted: planning reads the header with a ranged GET
+        # of the object's first 64 KiB (span 0 reads more), which the proxy lets through.
+        proxy.spared = frozenset({f"bytes=0-{HEADER_LOOK - 1}"})
         proxy.mode = "error500"
         import_id = submit(env, f"s3://{bucket}/faults/")
 
@@ -104,6 +107,8 @@ def test_s3_faults_during_an_import_are_retried_through_the_breaker(
         assert any(s.mode != "ok" for s in requests), f"{byte_range} was never faulted"
         assert requests[-1].mode == "ok" and requests[-1].status == 206, (byte_range, requests)
     assert set(proxy.faults()) == {"error500", "slowdown", "close"}, proxy.faults()
+    header_reads = [s for s in proxy.seen if s.range in proxy.spared]
+    assert header_reads and all(s.status == 206 for s in header_reads), header_reads
 
     # The breaker opened (tasks were told to come back instead of calling S3) and closed
     # again: ranges read through the proxy after it opened, and the import completed.
