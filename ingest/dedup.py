@@ -31,6 +31,7 @@ import redis
 
 from ingest.hashing import digests_from_hex_text, sha256_digests
 from ingest.speedups import native as _speedups  # None where not built: numpy then
+from ingest.speedups import value_buffers
 
 if TYPE_CHECKING:  # webhook processes use DedupIndex only: pyarrow loads on first use
     import pyarrow as pa
@@ -180,9 +181,9 @@ def short_key_identities(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     count = len(texts)
     kind = np.int64 if pa.types.is_large_string(texts.type) else np.int32
     offsets = np.frombuffer(texts.buffers()[1], dtype=kind)[texts.offset : texts.offset + count + 1]
-    if _speedups is not None:  # the same identities, in one pass of C
-        data = texts.buffers()[2] if texts.buffers()[2] is not None else b""
-        flags, made = _speedups.short_keys(data, offsets.astype(np.int64))
+    found = value_buffers(texts)
+    if _speedups is not None and found is not None:  # the same identities, in one pass of C
+        flags, made = _speedups.short_keys(*found)
         short_ids = np.frombuffer(made, dtype=f"S{IDENTITY_BYTES}")
         return np.frombuffer(flags, dtype=bool), short_ids
     lengths = np.diff(offsets)

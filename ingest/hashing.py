@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # webhook processes import this module: numpy and pyarrow loa
     import pyarrow as pa
 
 from ingest.speedups import native as _native  # None where not built: polars-hash, hashlib
+from ingest.speedups import value_buffers
 
 __all__ = [
     "DIGEST_SIZE",
@@ -106,11 +107,12 @@ def sha256_digests(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if _native is not None:
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
-        spans = _value_spans(values)
-        if spans is not None:
-            found = native_span_digests(*spans)
-            assert found is not None  # _native is there
-            return found
+        found = value_buffers(values)
+        if found is not None:
+            data, offsets = found
+            digests = native_span_digests(data, offsets[:-1], offsets[1:])
+            assert digests is not None  # _native is there
+            return digests
     try:  # imported here: webhook processes import this module and never need polars
         import polars as pl
         import polars_hash  # noqa: F401  (only to know it is there)
@@ -118,27 +120,6 @@ def sha256_digests(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         raw = b"".join(hashlib.sha256(v).digest() for v in _as_bytes(values))
         return np.frombuffer(raw, dtype=np.uint8).reshape(-1, DIGEST_SIZE)
     return digests_from_hex_text(polars_sha256_hex(pl.Series("v", values)))
-
-
-def _value_spans(values: pa.Array) -> tuple[Any, np.ndarray, np.ndarray] | None:
-    """A string or binary array's values buffer and each value's (start, end) in it, or None
-    for any other type."""
-    import numpy as np
-    import pyarrow as pa
-
-    kind = values.type
-    if pa.types.is_string(kind) or pa.types.is_binary(kind):
-        width: type = np.int32
-    elif pa.types.is_large_string(kind) or pa.types.is_large_binary(kind):
-        width = np.int64
-    else:
-        return None
-    count = len(values)
-    buffers = values.buffers()
-    window = slice(values.offset, values.offset + count + 1)
-    bounds = np.frombuffer(buffers[1], dtype=width)[window].astype(np.int64)
-    data = buffers[2] if buffers[2] is not None else b""
-    return data, bounds[:-1].copy(), bounds[1:].copy()
 
 
 def native_span_digests(data: Any, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:

@@ -37,6 +37,7 @@ from pandera.api.pandas.container import DataFrameSchema
 from ingest.schemas.convert import ColumnConversion, Kind
 from ingest.schemas.result import FailureLog
 from ingest.speedups import native as _speedups  # None where not built: a regex engine
+from ingest.speedups import value_buffers
 
 __all__ = ["StrMatch", "take_str_matches"]
 
@@ -76,9 +77,7 @@ class StrMatch:
         match; None when every value matches."""
         if isinstance(text, pa.ChunkedArray):
             text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
-        matched = None
-        if self.byte_run is not None:
-            matched = _byte_run_matches(text, *self.byte_run)
+        matched = _byte_run_matches(text, *self.byte_run) if self.byte_run else None
         if matched is None and self.on_polars:
             matched = _polars_matches(text, self.anchored)
         elif matched is None:
@@ -189,14 +188,11 @@ def _byte_run_matches(text: pa.Array, table: bytes, lo: int, hi: int) -> pa.Arra
     Bytes are characters here: a byte over 127 is never in the class, so a value holding
     any non-ASCII character fails, as it does in ``re``.
     """
-    if _speedups is None:
+    found = value_buffers(text)
+    if _speedups is None or found is None:
         return None
-    kind = np.int64 if pa.types.is_large_string(text.type) else np.int32
-    buffers = text.buffers()
-    window = slice(text.offset, text.offset + len(text) + 1)
-    bounds = np.frombuffer(buffers[1], dtype=kind)[window].astype(np.int64)
-    data = buffers[2] if buffers[2] is not None else b""
-    matched = np.frombuffer(_speedups.class_run(data, bounds, table, lo, hi), dtype=bool)
+    data, bounds = found
+    matched = np.frombuffer(_speedups.class_run(data, bounds, table, lo, hi), dtype=np.bool_)
     mask = None
     if text.null_count:
         mask = ~np.asarray(text.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
